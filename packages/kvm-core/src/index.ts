@@ -1,0 +1,34 @@
+/**
+ * kvm-core: a `/dev/kvm`-like interface over a software x86 CPU.
+ *
+ * Two layers, as on Linux: the raw layer ({@link open}, {@link ioctl}, {@link mmapRun}) takes
+ * Linux's request numbers; the typed layer ({@link Kvm} → {@link VmFd} → {@link VcpuFd}, named
+ * as in rust-vmm's kvm-ioctls) is what other packages use.
+ * @packageDocumentation
+ */
+export { Kvm } from './ioctls/system.js';
+export { VmFd } from './ioctls/vm.js';
+export { VcpuFd } from './ioctls/vcpu.js';
+export { open, close, ioctl, mmapRun, vmMemory } from './dev-kvm.js';
+export { KvmError } from './error.js';
+export type { Errno } from './error.js';
+export { KvmRun, KvmRunIo, KvmRunMmio, KvmRunInternal } from './kvm-run.js';
+export { GuestMemory, GUEST_PHYS_LIMIT } from './memory/guest-memory.js';
+export type { MemorySlot } from './memory/guest-memory.js';
+export { emptyRegs, emptySregs, emptySegment } from './kvm-types.js';
+export type {
+  KvmRegs, KvmSregs, KvmSegment, KvmDtable, KvmUserspaceMemoryRegion, KvmDirtyLog, KvmClearDirtyLog,
+} from './kvm-types.js';
+export {
+  KVM_API_VERSION,
+  KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VCPU,
+  KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, KVM_CLEAR_DIRTY_LOG, KVM_RUN,
+  KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS,
+  KVM_CAP_HLT, KVM_CAP_USER_MEMORY, KVM_CAP_NR_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_MAX_VCPUS,
+  KVM_CAP_READONLY_MEM, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+  KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+  KVM_EXIT_UNKNOWN, KVM_EXIT_IO, KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_INTR, KVM_EXIT_INTERNAL_ERROR,
+  KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION,
+  KvmExit, KVM_USER_MEM_SLOTS, KVM_MAX_VCPUS, KVM_RUN_MMAP_SIZE, PAGE_SIZE,
+} from './kvm-bindings.js';
+export type { KvmExitReason } from './kvm-bindings.js';

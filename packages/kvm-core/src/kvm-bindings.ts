@@ -1,0 +1,76 @@
+/**
+ * Constants from Linux's `<linux/kvm.h>` (x86), with the same names and values, so code
+ * written against `/dev/kvm` maps onto kvm-core line by line.
+ * @module
+ */
+
+/** The only API version Linux has ever shipped. */
+export const KVM_API_VERSION = 12;
+
+// ioctl request numbers. _IO(0xAE, n) = 0xAE00 | n; _IOW/_IOR/_IOWR add the direction and the
+// size of the x86_64 struct, exactly as the kernel computes them.
+export const KVM_GET_API_VERSION = 0xae00;
+export const KVM_CREATE_VM = 0xae01;
+export const KVM_CHECK_EXTENSION = 0xae03;
+export const KVM_GET_VCPU_MMAP_SIZE = 0xae04;
+export const KVM_CREATE_VCPU = 0xae41;
+export const KVM_GET_DIRTY_LOG = 0x4010ae42;
+export const KVM_SET_USER_MEMORY_REGION = 0x4020ae46;
+export const KVM_CLEAR_DIRTY_LOG = 0xc018aec0;
+export const KVM_RUN = 0xae80;
+export const KVM_GET_REGS = 0x8090ae81;
+export const KVM_SET_REGS = 0x4090ae82;
+export const KVM_GET_SREGS = 0x8138ae83;
+export const KVM_SET_SREGS = 0x4138ae84;
+
+// Capabilities (KVM_CHECK_EXTENSION arguments).
+export const KVM_CAP_HLT = 1;
+export const KVM_CAP_USER_MEMORY = 3;
+export const KVM_CAP_NR_VCPUS = 9;
+export const KVM_CAP_NR_MEMSLOTS = 10;
+export const KVM_CAP_MAX_VCPUS = 66;
+export const KVM_CAP_READONLY_MEM = 81;
+export const KVM_CAP_IMMEDIATE_EXIT = 136;
+export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
+
+// Memory slot flags.
+export const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
+export const KVM_MEM_READONLY = 1 << 1;
+
+// Exit reasons (kvm_run.exit_reason).
+export const KVM_EXIT_UNKNOWN = 0;
+export const KVM_EXIT_IO = 2;
+export const KVM_EXIT_HLT = 5;
+export const KVM_EXIT_MMIO = 6;
+export const KVM_EXIT_SHUTDOWN = 8;
+export const KVM_EXIT_INTR = 10;
+export const KVM_EXIT_INTERNAL_ERROR = 17;
+
+// kvm_run.io.direction
+export const KVM_EXIT_IO_IN = 0;
+export const KVM_EXIT_IO_OUT = 1;
+
+// kvm_run.internal.suberror
+export const KVM_INTERNAL_ERROR_EMULATION = 1;
+
+/** Exit reasons as a closed set, for `switch (vcpu.run())`. */
+export const KvmExit = {
+  Unknown: KVM_EXIT_UNKNOWN,
+  Io: KVM_EXIT_IO,
+  Hlt: KVM_EXIT_HLT,
+  Mmio: KVM_EXIT_MMIO,
+  Shutdown: KVM_EXIT_SHUTDOWN,
+  Intr: KVM_EXIT_INTR,
+  InternalError: KVM_EXIT_INTERNAL_ERROR,
+} as const;
+/** One of the {@link KvmExit} values. */
+export type KvmExitReason = (typeof KvmExit)[keyof typeof KvmExit];
+
+/** Limits this implementation reports through KVM_CHECK_EXTENSION. */
+export const KVM_USER_MEM_SLOTS = 32;
+export const KVM_MAX_VCPUS = 1;
+/** Size of the page that backs kvm_run on Linux; reported by KVM_GET_VCPU_MMAP_SIZE. */
+export const KVM_RUN_MMAP_SIZE = 4096;
+/** Guest page size; dirty bitmaps have one bit per page. */
+export const PAGE_SIZE = 4096;
+export const PAGE_SHIFT = 12;

@@ -1,0 +1,98 @@
+/**
+ * The structs that cross the ioctl boundary, shaped like Linux's x86 `kvm_*` structs with
+ * camelCase field names. Values are plain numbers; on this i686-class core the upper 32 bits
+ * of the 64-bit register fields are always zero, and r8–r15 always read as zero.
+ * @module
+ */
+
+/** `struct kvm_userspace_memory_region`. `userspaceAddr` is the host memory itself. */
+export interface KvmUserspaceMemoryRegion {
+  slot: number;
+  flags: number;
+  guestPhysAddr: number;
+  /** Bytes; 0 deletes the slot. */
+  memorySize: number;
+  /** The backing memory: an ArrayBuffer, a SharedArrayBuffer, or a Uint8Array view of one. */
+  userspaceAddr: ArrayBuffer | SharedArrayBuffer | Uint8Array;
+}
+
+/** `struct kvm_dirty_log`: `dirtyBitmap` receives one bit per page, little-endian bit order. */
+export interface KvmDirtyLog {
+  slot: number;
+  dirtyBitmap: Uint8Array;
+}
+
+/** `struct kvm_clear_dirty_log`: clears `numPages` bits starting at `firstPage`. */
+export interface KvmClearDirtyLog {
+  slot: number;
+  firstPage: number;
+  numPages: number;
+  dirtyBitmap: Uint8Array;
+}
+
+/** `struct kvm_regs`. */
+export interface KvmRegs {
+  rax: number; rbx: number; rcx: number; rdx: number;
+  rsi: number; rdi: number; rsp: number; rbp: number;
+  r8: number; r9: number; r10: number; r11: number;
+  r12: number; r13: number; r14: number; r15: number;
+  rip: number; rflags: number;
+}
+
+/** `struct kvm_segment`. */
+export interface KvmSegment {
+  base: number;
+  limit: number;
+  selector: number;
+  type: number;
+  present: number;
+  dpl: number;
+  /** Default operand size: 1 = 32-bit. */
+  db: number;
+  /** 1 = code/data, 0 = system. */
+  s: number;
+  l: number;
+  g: number;
+  avl: number;
+  unusable: number;
+}
+
+/** `struct kvm_dtable` (GDTR/IDTR). */
+export interface KvmDtable {
+  base: number;
+  limit: number;
+}
+
+/** `struct kvm_sregs`. */
+export interface KvmSregs {
+  cs: KvmSegment; ds: KvmSegment; es: KvmSegment; fs: KvmSegment; gs: KvmSegment; ss: KvmSegment;
+  tr: KvmSegment; ldt: KvmSegment;
+  gdt: KvmDtable; idt: KvmDtable;
+  cr0: number; cr2: number; cr3: number; cr4: number; cr8: number;
+  efer: number;
+  apicBase: number;
+  /** Pending external interrupt, one bit per vector (as in KVM, at most one bit set). */
+  interruptBitmap: number[];
+}
+
+export function emptyRegs(): KvmRegs {
+  return {
+    rax: 0, rbx: 0, rcx: 0, rdx: 0, rsi: 0, rdi: 0, rsp: 0, rbp: 0,
+    r8: 0, r9: 0, r10: 0, r11: 0, r12: 0, r13: 0, r14: 0, r15: 0,
+    rip: 0, rflags: 2,
+  };
+}
+
+export function emptySegment(): KvmSegment {
+  return { base: 0, limit: 0, selector: 0, type: 0, present: 0, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 };
+}
+
+export function emptySregs(): KvmSregs {
+  return {
+    cs: emptySegment(), ds: emptySegment(), es: emptySegment(), fs: emptySegment(), gs: emptySegment(),
+    ss: emptySegment(), tr: emptySegment(), ldt: emptySegment(),
+    gdt: { base: 0, limit: 0 }, idt: { base: 0, limit: 0 },
+    cr0: 0, cr2: 0, cr3: 0, cr4: 0, cr8: 0, efer: 0, apicBase: 0,
+    interruptBitmap: [0, 0, 0, 0],
+  };
+}

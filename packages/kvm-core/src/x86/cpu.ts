@@ -1,0 +1,846 @@
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { KvmRun } from '../kvm-run.js';
+import type { KvmRegs, KvmSegment, KvmSregs } from '../kvm-types.js';
+import { emptySegment } from '../kvm-types.js';
+import {
+  KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+  KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION, KVM_MEM_READONLY,
+} from '../kvm-bindings.js';
+import {
+  AC, AF, ARITH_FLAGS, CF, DF, FLAGS_FIXED, ID, IF, IOPL, LazyOp, NT, OF, PARITY, PF, RF, SF, TF, VIF, VIP, VM, ZF,
+} from './flags.js';
+import { EXIT, FAULT, Vector } from './exceptions.js';
+import { step } from './interpreter.js';
+import { AR_DB, AR_P, AR_S, CR0_PE, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
+import { EmulationGap } from './constants.js';
+
+export { ES, CS, SS, DS, FS, GS, LDTR, TR, EmulationGap };
+
+/** Guest instructions run per `run()` before it returns KVM_EXIT_INTR. */
+export const DEFAULT_TIME_SLICE = 200_000;
+
+const TLB_PAGES = 1 << 20;
+/** Past this many filled TLB entries a flush clears the whole table instead of the list. */
+const TLB_LIST_MAX = 4096;
+
+// Kinds of entries in the replay log of port and MMIO accesses (see `X86Cpu.replay*`).
+const ACCESS_NONE = 0, ACCESS_IO_IN = 1, ACCESS_IO_OUT = 2, ACCESS_MMIO_READ = 3, ACCESS_MMIO_WRITE = 4;
+const REPLAY_MAX = 8;
+
+/**
+ * A software i686-class CPU (one vCPU). It executes guest code out of the VM's memory slots and
+ * stops with a KVM exit reason in the shared {@link KvmRun} record.
+ *
+ * Layout for speed: registers are typed-array views of one buffer; memory goes through a
+ * software TLB (linear page -> slot + offset) with separate read and write entries, so the hot
+ * path is one table lookup; arithmetic flags are evaluated lazily.
+ *
+ * Port and MMIO accesses follow KVM's model: the access exits to the VMM and the instruction is
+ * completed on the next `run()`. Internally the instruction is rolled back to its start and
+ * replayed, with the completed accesses fed from a small replay log; instructions are written
+ * so that nothing is committed before their last possible exit or fault.
+ */
+export class X86Cpu {
+  // --- Architectural state -------------------------------------------------------------
+  readonly r32 = new Int32Array(8);
+  /** r16[i << 1] is the low word of r32[i]. */
+  readonly r16 = new Uint16Array(this.r32.buffer);
+  /** AL CL DL BL at 0 4 8 12, AH CH DH BH at 1 5 9 13. */
+  readonly r8 = new Uint8Array(this.r32.buffer);
+  eip = 0;
+  /** EFLAGS, except the arithmetic bits named in `lzMask`, which are computed from lz*. */
+  flags = FLAGS_FIXED;
+  lzMask = 0;
+  lzOp: LazyOp = LazyOp.Logic;
+  lzA = 0;
+  lzB = 0;
+  lzR = 0;
+  /** Bit number of the sign bit of the deferred result (7, 15 or 31). */
+  lzTop = 31;
+  /** 31 - lzTop: shifting the result left by this puts its sign bit at bit 31. */
+  lzShift = 0;
+
+  readonly segSel = new Uint16Array(8);
+  readonly segBase = new Int32Array(8);
+  readonly segLimit = new Uint32Array(8);
+  readonly segAr = new Uint32Array(8);
+  gdtBase = 0; gdtLimit = 0xffff;
+  idtBase = 0; idtLimit = 0xffff;
+  cr0 = 0x60000010; cr2 = 0; cr3 = 0; cr4 = 0;
+  efer = 0;
+  apicBase = 0xfee00900;
+  cpl = 0;
+  /** CS.D: default operand and address size of the code. */
+  code32 = false;
+  /** SS.B: the stack pointer is ESP rather than SP. */
+  stack32 = false;
+  /** Interrupts are inhibited for one instruction (after STI, MOV SS, POP SS). */
+  interruptShadow = false;
+  halted = false;
+
+  // --- Per-instruction decode state ----------------------------------------------------
+  startEip = 0;
+  /** ESP at the instruction start: restored when an instruction faults or exits midway. */
+  startEsp = 0;
+  /** The flags state before a read-modify-write instruction, restored if it faults or exits. */
+  flagsSaved = false;
+  private savedFlags = 0;
+  private savedLzMask = 0;
+  private savedLzOp: LazyOp = LazyOp.Logic;
+  private savedLzA = 0;
+  private savedLzB = 0;
+  private savedLzR = 0;
+  private savedLzTop = 31;
+  readonly popaScratch = new Int32Array(8);
+  prefixSeg = -1;
+  opsize32 = false;
+  addrsize32 = false;
+  /** 0: none, 0xF3: REP/REPE, 0xF2: REPNE. */
+  repPrefix = 0;
+  lockPrefix = false;
+  modrm = 0;
+  eaSeg = DS;
+  eaOff = 0;
+
+  // --- Software TLB ------------------------------------------------------------------------
+  /** Slot index + 1 (0 = miss) for reads and fetches, per linear page. */
+  readonly tlbRead = new Int32Array(TLB_PAGES);
+  /** Added to a linear address (mod 2^32) to index the slot's bytes. */
+  readonly tlbReadOff = new Int32Array(TLB_PAGES);
+  readonly tlbWrite = new Int32Array(TLB_PAGES);
+  readonly tlbWriteOff = new Int32Array(TLB_PAGES);
+  private readonly tlbList = new Int32Array(TLB_LIST_MAX);
+  private tlbCount = 0;
+  /** Slot bytes by slot id + 1, as the TLB refers to them. */
+  mems: Uint8Array[] = [];
+  private memEpoch = -1;
+
+  // --- Exits -------------------------------------------------------------------------------
+  budget = 0;
+  /** Instructions retired since creation. */
+  instructions = 0;
+  faultVector = 0;
+  faultError = 0;
+  faultHasError = false;
+  private replayKind = new Uint8Array(REPLAY_MAX);
+  private replayAddr = new Float64Array(REPLAY_MAX);
+  private replayData = new Uint8Array(REPLAY_MAX * 8);
+  replayCount = 0;
+  private replayCursor = 0;
+  /** The access whose data the VMM supplies on the next run(). */
+  private pendingKind = ACCESS_NONE;
+  private pendingAddr = 0;
+  private pendingLen = 0;
+  timeSlice = DEFAULT_TIME_SLICE;
+
+  constructor(
+    readonly memory: GuestMemory,
+    readonly run: KvmRun,
+  ) {
+    this.reset();
+  }
+
+  /** The state of a vCPU after KVM_CREATE_VCPU: the x86 reset state, CS:IP = F000:FFF0. */
+  reset(): void {
+    this.r32.fill(0);
+    this.r32[2] = 0x600; // EDX holds the CPU signature (family 6) after reset.
+    this.eip = 0xfff0;
+    this.setEflags(FLAGS_FIXED);
+    for (let s = 0; s < 6; s++) this.loadSegRaw(s, 0, 0, 0xffff, AR_P | AR_S | 0x3);
+    this.loadSegRaw(CS, 0xf000, 0xffff0000 | 0, 0xffff, AR_P | AR_S | 0xb);
+    this.loadSegRaw(LDTR, 0, 0, 0xffff, AR_P | 0x2);
+    this.loadSegRaw(TR, 0, 0, 0xffff, AR_P | 0xb);
+    this.gdtBase = 0; this.gdtLimit = 0xffff; this.idtBase = 0; this.idtLimit = 0xffff;
+    this.cr0 = 0x60000010; this.cr2 = 0; this.cr3 = 0; this.cr4 = 0; this.efer = 0;
+    this.halted = false;
+    this.interruptShadow = false;
+    this.replayCount = 0;
+    this.pendingKind = ACCESS_NONE;
+    this.updateMode();
+  }
+
+  // --- Flags ---------------------------------------------------------------------------------
+
+  getCF(): number {
+    if ((this.lzMask & CF) === 0) return this.flags & CF;
+    const a = this.lzA, b = this.lzB, r = this.lzR;
+    switch (this.lzOp) {
+      case LazyOp.Add: return (((a & b) | ((a | b) & ~r)) >>> this.lzTop) & 1;
+      case LazyOp.Sub: return (((~a & b) | ((~a | b) & r)) >>> this.lzTop) & 1;
+      default: return 0;
+    }
+  }
+  getOF(): boolean {
+    if ((this.lzMask & OF) === 0) return (this.flags & OF) !== 0;
+    const a = this.lzA, b = this.lzB, r = this.lzR;
+    switch (this.lzOp) {
+      case LazyOp.Add: return ((((a ^ r) & (b ^ r)) >>> this.lzTop) & 1) !== 0;
+      case LazyOp.Sub: return ((((a ^ b) & (a ^ r)) >>> this.lzTop) & 1) !== 0;
+      default: return false;
+    }
+  }
+  getZF(): boolean {
+    return (this.lzMask & ZF) === 0 ? (this.flags & ZF) !== 0 : this.lzR << this.lzShift === 0;
+  }
+  getSF(): boolean {
+    return (this.lzMask & SF) === 0 ? (this.flags & SF) !== 0 : this.lzR << this.lzShift < 0;
+  }
+  getPF(): boolean {
+    return (this.lzMask & PF) === 0 ? (this.flags & PF) !== 0 : PARITY[this.lzR & 0xff] !== 0;
+  }
+  getAF(): boolean {
+    if ((this.lzMask & AF) === 0) return (this.flags & AF) !== 0;
+    return this.lzOp !== LazyOp.Logic && ((this.lzA ^ this.lzB ^ this.lzR) & 0x10) !== 0;
+  }
+
+  /** EFLAGS with every deferred bit computed. */
+  getEflags(): number {
+    let f = this.flags;
+    const m = this.lzMask;
+    if (m !== 0) {
+      f &= ~m;
+      if (m & CF && this.getCF()) f |= CF;
+      if (m & PF && this.getPF()) f |= PF;
+      if (m & AF && this.getAF()) f |= AF;
+      if (m & ZF && this.getZF()) f |= ZF;
+      if (m & SF && this.getSF()) f |= SF;
+      if (m & OF && this.getOF()) f |= OF;
+    }
+    return f;
+  }
+
+  /** Sets all of EFLAGS, with no privilege checks. */
+  setEflags(v: number): void {
+    this.flags = (v & 0x3f7fd5) | FLAGS_FIXED;
+    this.lzMask = 0;
+  }
+
+  /** Sets the given arithmetic flags eagerly; the other deferred ones stay deferred. */
+  materialize(): void {
+    if (this.lzMask !== 0) this.setEflags(this.getEflags());
+  }
+
+  /** Defers all six arithmetic flags to (op, a, b, r) at the given operand width. */
+  lazy(op: LazyOp, a: number, b: number, r: number, bits: number): void {
+    this.lzOp = op; this.lzA = a; this.lzB = b; this.lzR = r;
+    this.lzTop = bits - 1; this.lzShift = 32 - bits;
+    this.lzMask = ARITH_FLAGS;
+  }
+
+  /** As `lazy`, but keeps CF as it is (INC, DEC). */
+  lazyKeepCF(op: LazyOp, a: number, b: number, r: number, bits: number): void {
+    const cf = this.getCF();
+    this.flags = (this.flags & ~CF) | cf;
+    this.lazy(op, a, b, r, bits);
+    this.lzMask = ARITH_FLAGS & ~CF;
+  }
+
+  /** Sets CF, OF and AF eagerly and defers ZF, SF, PF to the result (shifts, rotates do their own). */
+  lazyResult(r: number, bits: number, cfOfAf: number): void {
+    this.flags = (this.flags & ~(CF | OF | AF)) | cfOfAf;
+    this.lzOp = LazyOp.Logic; this.lzR = r; this.lzA = 0; this.lzB = 0;
+    this.lzTop = bits - 1; this.lzShift = 32 - bits;
+    this.lzMask = ZF | SF | PF;
+  }
+
+  /** Snapshots the flags, so that an instruction that updates memory can be rolled back. */
+  saveFlags(): void {
+    this.flagsSaved = true;
+    this.savedFlags = this.flags; this.savedLzMask = this.lzMask; this.savedLzOp = this.lzOp;
+    this.savedLzA = this.lzA; this.savedLzB = this.lzB; this.savedLzR = this.lzR; this.savedLzTop = this.lzTop;
+  }
+
+  /** Undoes what a faulting or exiting instruction changed before it stopped. */
+  private rollback(): void {
+    this.eip = this.startEip;
+    this.r32[4] = this.startEsp;
+    if (this.flagsSaved) {
+      this.flags = this.savedFlags; this.lzMask = this.savedLzMask; this.lzOp = this.savedLzOp;
+      this.lzA = this.savedLzA; this.lzB = this.savedLzB; this.lzR = this.savedLzR;
+      this.lzTop = this.savedLzTop; this.lzShift = 31 - this.savedLzTop;
+      this.flagsSaved = false;
+    }
+  }
+
+  /** Sets one or more flags to 0 or 1, resolving deferred state first. */
+  setFlag(bit: number, on: boolean): void {
+    if (this.lzMask & bit) this.materialize();
+    this.flags = on ? this.flags | bit : this.flags & ~bit;
+  }
+
+  /** Evaluates condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc). */
+  cond(cc: number): boolean {
+    let r: boolean;
+    switch (cc >> 1) {
+      case 0: r = this.getOF(); break;
+      case 1: r = this.getCF() !== 0; break;
+      case 2: r = this.getZF(); break;
+      case 3: r = this.getCF() !== 0 || this.getZF(); break;
+      case 4: r = this.getSF(); break;
+      case 5: r = this.getPF(); break;
+      case 6: r = this.getSF() !== this.getOF(); break;
+      default: r = this.getZF() || this.getSF() !== this.getOF(); break;
+    }
+    return (cc & 1) !== 0 ? !r : r;
+  }
+
+  // --- Registers --------------------------------------------------------------------------
+
+  getReg8(r: number): number { return this.r8[((r & 3) << 2) | (r >> 2)]!; }
+  setReg8(r: number, v: number): void { this.r8[((r & 3) << 2) | (r >> 2)] = v; }
+  getReg16(r: number): number { return this.r16[r << 1]!; }
+  setReg16(r: number, v: number): void { this.r16[r << 1] = v; }
+
+  // --- Modes and segments -----------------------------------------------------------------
+
+  /** Recomputes the cached mode bits after a change of CR0, CS or SS. */
+  updateMode(): void {
+    this.code32 = (this.segAr[CS]! & AR_DB) !== 0;
+    this.stack32 = (this.segAr[SS]! & AR_DB) !== 0;
+    if ((this.cr0 & CR0_PE) === 0) this.cpl = 0;
+    else if (this.flags & VM) this.cpl = 3;
+    else this.cpl = (this.segAr[SS]! >> 5) & 3;
+  }
+
+  get protectedMode(): boolean {
+    return (this.cr0 & CR0_PE) !== 0;
+  }
+
+  loadSegRaw(seg: number, sel: number, base: number, limit: number, ar: number): void {
+    this.segSel[seg] = sel;
+    this.segBase[seg] = base | 0;
+    this.segLimit[seg] = limit >>> 0;
+    this.segAr[seg] = ar;
+  }
+
+  /** MOV/POP to a segment register, LDS and friends, far transfers: the selector is loaded by mode. */
+  loadSeg(seg: number, sel: number): void {
+    sel &= 0xffff;
+    if ((this.cr0 & CR0_PE) === 0 || (this.flags & VM) !== 0) {
+      // Real and V86 mode: only the selector and base change; limit and attributes are kept.
+      this.segSel[seg] = sel;
+      this.segBase[seg] = sel << 4;
+      if (seg === CS) this.updateMode();
+      return;
+    }
+    throw new EmulationGap(`protected-mode load of ${'ECSDFGLT'[seg]}S selector 0x${sel.toString(16)}`);
+  }
+
+  /** Segment limit check for an access of `size` bytes at offset `off`. */
+  checkLimit(seg: number, off: number, size: number): void {
+    const ar = this.segAr[seg]!;
+    const o = off >>> 0;
+    const end = o + size - 1;
+    // Data segments with bit 2 of the type set are expand-down: valid offsets lie above the limit.
+    if ((ar & (AR_S | 0xc)) === (AR_S | 0x4)) {
+      const max = ar & AR_DB ? 0xffffffff : 0xffff;
+      if (o > this.segLimit[seg]! && end <= max) return;
+    } else if (end <= this.segLimit[seg]!) return;
+    this.fault(seg === SS ? Vector.SS : Vector.GP, 0);
+  }
+
+  // --- Faults and exits --------------------------------------------------------------------
+
+  /** Raises exception `vector`; the instruction is rolled back and the exception delivered. */
+  fault(vector: number, error: number, hasError = true): never {
+    this.faultVector = vector;
+    this.faultError = error;
+    this.faultHasError = hasError;
+    throw FAULT;
+  }
+
+  /** Raises #UD. */
+  undefinedOpcode(): never {
+    this.fault(Vector.UD, 0, false);
+  }
+
+  /** Ends run() with `reason` after this instruction completes. */
+  exitAfterInstruction(reason: number): never {
+    this.startEip = this.eip;
+    this.startEsp = this.r32[4]!;
+    this.flagsSaved = false;
+    this.run.exitReason = reason;
+    throw EXIT;
+  }
+
+  // --- Linear memory -----------------------------------------------------------------------
+
+  private syncMemory(): void {
+    const mems: Uint8Array[] = [new Uint8Array(0)];
+    for (const s of this.memory.listSlots()) mems[s.id + 1] = s.bytes;
+    for (let i = 0; i < mems.length; i++) if (!mems[i]) mems[i] = new Uint8Array(0);
+    this.mems = mems;
+    this.flushTlb();
+    this.memEpoch = this.memory.epoch;
+  }
+
+  /** Drops every cached translation. */
+  flushTlb(): void {
+    if (this.tlbCount >= TLB_LIST_MAX) {
+      this.tlbRead.fill(0); this.tlbWrite.fill(0);
+    } else {
+      const list = this.tlbList;
+      for (let i = 0; i < this.tlbCount; i++) {
+        const p = list[i]!;
+        this.tlbRead[p] = 0; this.tlbWrite[p] = 0;
+      }
+    }
+    this.tlbCount = 0;
+  }
+
+  /** Linear to physical. Paging is not modelled yet: the CPU rejects CR0.PG before it gets here. */
+  translate(lin: number): number {
+    return lin >>> 0;
+  }
+
+  /** Fills the TLB for the page of `lin`; returns false if the page is MMIO (or read-only, for writes). */
+  private fillTlb(lin: number, write: boolean): boolean {
+    const phys = this.translate(lin);
+    const slot = this.memory.findSlot(phys);
+    if (!slot) return false;
+    if (write && (slot.flags & KVM_MEM_READONLY) !== 0) return false;
+    const page = lin >>> 12;
+    const off = (phys - slot.guestPhysAddr - (lin >>> 0)) | 0;
+    if (write) {
+      // Dirty logging: the page is marked when its write entry is created; reading the log
+      // flushes the TLB so the next write marks it again.
+      this.memory.markDirty(slot, (phys - slot.guestPhysAddr) & ~0xfff, 1);
+      this.tlbWrite[page] = slot.id + 1;
+      this.tlbWriteOff[page] = off;
+    } else {
+      this.tlbRead[page] = slot.id + 1;
+      this.tlbReadOff[page] = off;
+    }
+    if (this.tlbCount < TLB_LIST_MAX) this.tlbList[this.tlbCount] = page;
+    this.tlbCount++;
+    return true;
+  }
+
+  readLin8(lin: number): number {
+    const p = lin >>> 12;
+    const s = this.tlbRead[p]!;
+    if (s !== 0) return this.mems[s]![(lin + this.tlbReadOff[p]!) | 0]!;
+    if (this.fillTlb(lin, false)) return this.readLin8(lin);
+    return this.mmioRead(this.translate(lin), 1);
+  }
+
+  readLin16(lin: number): number {
+    const p = lin >>> 12;
+    const s = this.tlbRead[p]!;
+    if (s !== 0 && (lin & 0xfff) !== 0xfff) {
+      const m = this.mems[s]!, i = (lin + this.tlbReadOff[p]!) | 0;
+      return m[i]! | (m[i + 1]! << 8);
+    }
+    if ((lin & 0xfff) === 0xfff) return this.readLin8(lin) | (this.readLin8(lin + 1) << 8);
+    if (this.fillTlb(lin, false)) return this.readLin16(lin);
+    return this.mmioRead(this.translate(lin), 2);
+  }
+
+  readLin32(lin: number): number {
+    const p = lin >>> 12;
+    const s = this.tlbRead[p]!;
+    if (s !== 0 && (lin & 0xfff) <= 0xffc) {
+      const m = this.mems[s]!, i = (lin + this.tlbReadOff[p]!) | 0;
+      return m[i]! | (m[i + 1]! << 8) | (m[i + 2]! << 16) | (m[i + 3]! << 24);
+    }
+    if ((lin & 0xfff) > 0xffc) {
+      return this.readLin8(lin) | (this.readLin8(lin + 1) << 8) | (this.readLin8(lin + 2) << 16) | (this.readLin8(lin + 3) << 24);
+    }
+    if (this.fillTlb(lin, false)) return this.readLin32(lin);
+    return this.mmioRead(this.translate(lin), 4);
+  }
+
+  writeLin8(lin: number, v: number): void {
+    const p = lin >>> 12;
+    const s = this.tlbWrite[p]!;
+    if (s !== 0) { this.mems[s]![(lin + this.tlbWriteOff[p]!) | 0] = v; return; }
+    if (this.fillTlb(lin, true)) { this.writeLin8(lin, v); return; }
+    this.mmioWrite(this.translate(lin), 1, v);
+  }
+
+  writeLin16(lin: number, v: number): void {
+    const p = lin >>> 12;
+    const s = this.tlbWrite[p]!;
+    if (s !== 0 && (lin & 0xfff) !== 0xfff) {
+      const m = this.mems[s]!, i = (lin + this.tlbWriteOff[p]!) | 0;
+      m[i] = v; m[i + 1] = v >> 8;
+      return;
+    }
+    if ((lin & 0xfff) === 0xfff) { this.writeSplit(lin, v, 2); return; }
+    if (this.fillTlb(lin, true)) { this.writeLin16(lin, v); return; }
+    this.mmioWrite(this.translate(lin), 2, v);
+  }
+
+  writeLin32(lin: number, v: number): void {
+    const p = lin >>> 12;
+    const s = this.tlbWrite[p]!;
+    if (s !== 0 && (lin & 0xfff) <= 0xffc) {
+      const m = this.mems[s]!, i = (lin + this.tlbWriteOff[p]!) | 0;
+      m[i] = v; m[i + 1] = v >> 8; m[i + 2] = v >> 16; m[i + 3] = v >> 24;
+      return;
+    }
+    if ((lin & 0xfff) > 0xffc) { this.writeSplit(lin, v, 4); return; }
+    if (this.fillTlb(lin, true)) { this.writeLin32(lin, v); return; }
+    this.mmioWrite(this.translate(lin), 4, v);
+  }
+
+  /** A write that straddles two pages: both are translated before any byte is written. */
+  private writeSplit(lin: number, v: number, size: number): void {
+    const second = (lin + size - 1) | 0;
+    if (this.tlbWrite[second >>> 12] === 0) this.fillTlb(second, true);
+    if (this.tlbWrite[lin >>> 12] === 0) this.fillTlb(lin, true);
+    for (let i = 0; i < size; i++) this.writeLin8((lin + i) | 0, (v >> (i * 8)) & 0xff);
+  }
+
+  // --- Segmented memory -----------------------------------------------------------------------
+
+  read8(seg: number, off: number): number {
+    this.checkLimit(seg, off, 1);
+    return this.readLin8((this.segBase[seg]! + off) | 0);
+  }
+  read16(seg: number, off: number): number {
+    this.checkLimit(seg, off, 2);
+    return this.readLin16((this.segBase[seg]! + off) | 0);
+  }
+  read32(seg: number, off: number): number {
+    this.checkLimit(seg, off, 4);
+    return this.readLin32((this.segBase[seg]! + off) | 0);
+  }
+  write8(seg: number, off: number, v: number): void {
+    this.checkLimit(seg, off, 1);
+    this.writeLin8((this.segBase[seg]! + off) | 0, v);
+  }
+  write16(seg: number, off: number, v: number): void {
+    this.checkLimit(seg, off, 2);
+    this.writeLin16((this.segBase[seg]! + off) | 0, v);
+  }
+  write32(seg: number, off: number, v: number): void {
+    this.checkLimit(seg, off, 4);
+    this.writeLin32((this.segBase[seg]! + off) | 0, v);
+  }
+
+  // --- Stack ----------------------------------------------------------------------------------
+
+  /** The stack pointer as the current stack size sees it. */
+  get sp(): number {
+    return this.stack32 ? this.r32[4]! : this.r16[8]!;
+  }
+  /** Offset `delta` bytes from the stack pointer, wrapped to the stack size. */
+  spOffset(delta: number): number {
+    return this.stack32 ? (this.r32[4]! + delta) | 0 : (this.r16[8]! + delta) & 0xffff;
+  }
+  /** Moves the stack pointer by `delta`, keeping the upper half of ESP on a 16-bit stack. */
+  adjustSp(delta: number): void {
+    if (this.stack32) this.r32[4] = (this.r32[4]! + delta) | 0;
+    else this.r16[8] = (this.r16[8]! + delta) & 0xffff;
+  }
+
+  push16(v: number): void {
+    const sp = this.spOffset(-2);
+    this.write16(SS, sp, v);
+    this.adjustSp(-2);
+  }
+  push32(v: number): void {
+    const sp = this.spOffset(-4);
+    this.write32(SS, sp, v);
+    this.adjustSp(-4);
+  }
+  /** Pushes with the current operand size. */
+  push(v: number): void {
+    if (this.opsize32) this.push32(v);
+    else this.push16(v);
+  }
+  pop16(): number {
+    const v = this.read16(SS, this.sp);
+    this.adjustSp(2);
+    return v;
+  }
+  pop32(): number {
+    const v = this.read32(SS, this.sp);
+    this.adjustSp(4);
+    return v;
+  }
+
+  // --- Instruction fetch ----------------------------------------------------------------------
+
+  fetch8(): number {
+    const eip = this.eip;
+    if ((eip >>> 0) > this.segLimit[CS]!) this.fault(Vector.GP, 0);
+    this.eip = (eip + 1) | 0;
+    return this.readLin8((this.segBase[CS]! + eip) | 0);
+  }
+  fetch16(): number {
+    return this.fetch8() | (this.fetch8() << 8);
+  }
+  fetch32(): number {
+    return this.fetch16() | (this.fetch16() << 16);
+  }
+  /** Fetches an immediate of the current operand size. */
+  fetchImm(): number {
+    return this.opsize32 ? this.fetch32() : this.fetch16();
+  }
+
+  // --- Port and MMIO accesses, with replay ----------------------------------------------------
+
+  private replayNext(kind: number, addr: number): number {
+    // Returns the index of the logged access to consume, or -1 if this access is new.
+    if (this.replayCursor >= this.replayCount) return -1;
+    const i = this.replayCursor++;
+    if (this.replayKind[i] !== kind || this.replayAddr[i] !== addr) {
+      throw new EmulationGap(`replayed access mismatch at 0x${addr.toString(16)}`);
+    }
+    return i;
+  }
+
+  private replayValue(i: number, len: number): number {
+    const d = this.replayData, o = i * 8;
+    let v = 0;
+    for (let k = len - 1; k >= 0; k--) v = (v << 8) | d[o + k]!;
+    return v;
+  }
+
+  private logAccess(kind: number, addr: number, src: Uint8Array, len: number): void {
+    if (this.replayCount >= REPLAY_MAX) throw new EmulationGap('too many port/MMIO accesses in one instruction');
+    const i = this.replayCount++;
+    this.replayKind[i] = kind;
+    this.replayAddr[i] = addr;
+    for (let k = 0; k < len; k++) this.replayData[i * 8 + k] = src[k]!;
+  }
+
+  /** Forgets completed accesses: call at every instruction (or REP iteration) boundary. */
+  endReplay(): void {
+    this.replayCount = 0;
+    this.replayCursor = 0;
+  }
+
+  mmioRead(phys: number, len: number): number {
+    const i = this.replayNext(ACCESS_MMIO_READ, phys);
+    if (i >= 0) return this.replayValue(i, len);
+    const m = this.run.mmio;
+    m.physAddr = phys; m.len = len; m.isWrite = false; m.data.fill(0);
+    this.pendingKind = ACCESS_MMIO_READ; this.pendingAddr = phys; this.pendingLen = len;
+    this.run.exitReason = KVM_EXIT_MMIO;
+    throw EXIT;
+  }
+
+  mmioWrite(phys: number, len: number, v: number): void {
+    if (this.replayNext(ACCESS_MMIO_WRITE, phys) >= 0) return;
+    const m = this.run.mmio;
+    m.physAddr = phys; m.len = len; m.isWrite = true; m.data.fill(0);
+    for (let k = 0; k < len; k++) m.data[k] = (v >>> (k * 8)) & 0xff;
+    this.logAccess(ACCESS_MMIO_WRITE, phys, m.data, len);
+    this.run.exitReason = KVM_EXIT_MMIO;
+    throw EXIT;
+  }
+
+  ioIn(port: number, size: number): number {
+    const i = this.replayNext(ACCESS_IO_IN, port);
+    if (i >= 0) return this.replayValue(i, size);
+    const io = this.run.io;
+    io.direction = KVM_EXIT_IO_IN; io.size = size; io.port = port; io.count = 1;
+    io.data.fill(0, 0, 8);
+    this.pendingKind = ACCESS_IO_IN; this.pendingAddr = port; this.pendingLen = size;
+    this.run.exitReason = KVM_EXIT_IO;
+    throw EXIT;
+  }
+
+  ioOut(port: number, size: number, v: number): void {
+    if (this.replayNext(ACCESS_IO_OUT, port) >= 0) return;
+    const io = this.run.io;
+    io.direction = KVM_EXIT_IO_OUT; io.size = size; io.port = port; io.count = 1;
+    for (let k = 0; k < size; k++) io.data[k] = (v >>> (k * 8)) & 0xff;
+    this.logAccess(ACCESS_IO_OUT, port, io.data, size);
+    this.run.exitReason = KVM_EXIT_IO;
+    throw EXIT;
+  }
+
+  // --- Interrupts -----------------------------------------------------------------------------
+
+  /**
+   * Delivers interrupt or exception `vector` with `returnEip` as the saved IP.
+   * Real mode: through the IVT. Protected mode comes with the IDT work.
+   */
+  interrupt(vector: number, returnEip: number): void {
+    if ((this.cr0 & CR0_PE) !== 0) throw new EmulationGap(`protected-mode delivery of vector ${vector}`);
+    const entry = vector * 4;
+    if (entry + 3 > this.idtLimit) this.fault(Vector.GP, entry + 2);
+    const ip = this.readLin16((this.idtBase + entry) | 0);
+    const cs = this.readLin16((this.idtBase + entry + 2) | 0);
+    // Three pushes; write all before committing SP so a fault leaves nothing behind.
+    const sp0 = this.sp;
+    const f = this.getEflags();
+    const off = (d: number) => (this.stack32 ? (sp0 + d) | 0 : (sp0 + d) & 0xffff);
+    this.write16(SS, off(-2), f);
+    this.write16(SS, off(-4), this.segSel[CS]!);
+    this.write16(SS, off(-6), returnEip);
+    this.adjustSp(-6);
+    this.flags &= ~(IF | TF | AC | RF);
+    this.loadSeg(CS, cs);
+    this.eip = ip;
+  }
+
+  /** Delivers the pending fault, escalating to #DF and to shutdown as the hardware does. */
+  private deliverFault(): boolean {
+    let vector = this.faultVector;
+    for (let depth = 0; ; depth++) {
+      try {
+        this.interrupt(vector, this.startEip);
+        return true;
+      } catch (e) {
+        if (e !== FAULT) throw e;
+        if (depth >= 1 || vector === Vector.DF) return false;
+        this.r32[4] = this.startEsp;
+        vector = Vector.DF;
+      }
+    }
+  }
+
+  // --- The run loop ---------------------------------------------------------------------------
+
+  /** Runs until an exit. Returns the exit reason, also stored in `run.exitReason`. */
+  runLoop(): number {
+    const run = this.run;
+    if (run.immediateExit) return this.exitWith(KVM_EXIT_INTR);
+    if (this.memEpoch !== this.memory.epoch) this.syncMemory();
+    if (this.pendingKind !== ACCESS_NONE) {
+      const src = this.pendingKind === ACCESS_IO_IN ? run.io.data : run.mmio.data;
+      this.logAccess(this.pendingKind, this.pendingAddr, src, this.pendingLen);
+      this.pendingKind = ACCESS_NONE;
+    }
+    this.budget = this.timeSlice;
+    for (;;) {
+      try {
+        if (this.replayCount !== 0) {
+          // Complete the instruction that exited, feeding it the logged accesses.
+          this.replayCursor = 0;
+          this.startEip = this.eip;
+          step(this);
+          this.endReplay();
+          this.instructions++;
+          this.budget--;
+        }
+        while (this.budget > 0) {
+          this.startEip = this.eip;
+          step(this);
+          this.budget--;
+        }
+        this.instructions += this.timeSlice;
+        return this.exitWith(KVM_EXIT_INTR);
+      } catch (e) {
+        if (e === EXIT) {
+          this.rollback();
+          this.replayCursor = 0;
+          return this.exitWith(run.exitReason);
+        }
+        this.endReplay();
+        if (e === FAULT) {
+          this.rollback();
+          if (!this.deliverFault()) return this.exitWith(KVM_EXIT_SHUTDOWN);
+          this.budget--;
+          continue;
+        }
+        return this.internalError(e);
+      }
+    }
+  }
+
+  private exitWith(reason: number): number {
+    const run = this.run;
+    run.exitReason = reason;
+    run.ifFlag = (this.flags & IF) !== 0;
+    run.readyForInterruptInjection = run.ifFlag && !this.interruptShadow;
+    return reason;
+  }
+
+  private internalError(e: unknown): number {
+    const run = this.run;
+    run.internal.suberror = KVM_INTERNAL_ERROR_EMULATION;
+    const bytes: string[] = [];
+    try {
+      for (let i = 0; i < 8; i++) bytes.push(this.readLin8((this.segBase[CS]! + this.startEip + i) | 0).toString(16).padStart(2, '0'));
+    } catch {
+      // The bytes are only decoration for the message.
+    }
+    const where = `${this.segSel[CS]!.toString(16).padStart(4, '0')}:${(this.startEip >>> 0).toString(16).padStart(this.code32 ? 8 : 4, '0')}`;
+    const what = e instanceof EmulationGap ? `not implemented: ${e.message}` : `emulator error: ${e instanceof Error ? e.message : String(e)}`;
+    run.internal.message = `${what} at ${where} (linear 0x${((this.segBase[CS]! + this.startEip) >>> 0).toString(16)}), bytes ${bytes.join(' ')}`;
+    this.rollback();
+    return this.exitWith(KVM_EXIT_INTERNAL_ERROR);
+  }
+
+  /** Called by HLT. */
+  hlt(): never {
+    this.exitAfterInstruction(KVM_EXIT_HLT);
+  }
+
+  // --- KVM state access -----------------------------------------------------------------------
+
+  getRegs(out: KvmRegs): void {
+    const r = this.r32;
+    out.rax = r[0]! >>> 0; out.rcx = r[1]! >>> 0; out.rdx = r[2]! >>> 0; out.rbx = r[3]! >>> 0;
+    out.rsp = r[4]! >>> 0; out.rbp = r[5]! >>> 0; out.rsi = r[6]! >>> 0; out.rdi = r[7]! >>> 0;
+    out.r8 = out.r9 = out.r10 = out.r11 = out.r12 = out.r13 = out.r14 = out.r15 = 0;
+    out.rip = this.eip >>> 0;
+    out.rflags = this.getEflags() >>> 0;
+  }
+
+  setRegs(v: KvmRegs): void {
+    const r = this.r32;
+    r[0] = v.rax; r[1] = v.rcx; r[2] = v.rdx; r[3] = v.rbx; r[4] = v.rsp; r[5] = v.rbp; r[6] = v.rsi; r[7] = v.rdi;
+    this.eip = v.rip | 0;
+    this.setEflags(v.rflags);
+    this.endReplay();
+    this.pendingKind = ACCESS_NONE;
+    this.updateMode();
+  }
+
+  private segOut(seg: number): KvmSegment {
+    const ar = this.segAr[seg]!;
+    const s = emptySegment();
+    s.base = this.segBase[seg]! >>> 0;
+    s.limit = this.segLimit[seg]!;
+    s.selector = this.segSel[seg]!;
+    s.type = ar & 0xf;
+    s.s = (ar >> 4) & 1;
+    s.dpl = (ar >> 5) & 3;
+    s.present = (ar >> 7) & 1;
+    s.avl = (ar >> 12) & 1;
+    s.l = (ar >> 13) & 1;
+    s.db = (ar >> 14) & 1;
+    s.g = (ar >> 15) & 1;
+    s.unusable = (ar >> 16) & 1;
+    return s;
+  }
+
+  private segIn(seg: number, s: KvmSegment): void {
+    const ar = (s.type & 0xf) | ((s.s & 1) << 4) | ((s.dpl & 3) << 5) | ((s.present & 1) << 7) |
+      ((s.avl & 1) << 12) | ((s.l & 1) << 13) | ((s.db & 1) << 14) | ((s.g & 1) << 15) | ((s.unusable & 1) << 16);
+    this.loadSegRaw(seg, s.selector, s.base, s.limit, ar);
+  }
+
+  getSregs(out: KvmSregs): void {
+    out.es = this.segOut(ES); out.cs = this.segOut(CS); out.ss = this.segOut(SS); out.ds = this.segOut(DS);
+    out.fs = this.segOut(FS); out.gs = this.segOut(GS); out.ldt = this.segOut(LDTR); out.tr = this.segOut(TR);
+    out.gdt = { base: this.gdtBase >>> 0, limit: this.gdtLimit };
+    out.idt = { base: this.idtBase >>> 0, limit: this.idtLimit };
+    out.cr0 = this.cr0 >>> 0; out.cr2 = this.cr2 >>> 0; out.cr3 = this.cr3 >>> 0; out.cr4 = this.cr4 >>> 0;
+    out.cr8 = 0; out.efer = this.efer; out.apicBase = this.apicBase;
+    out.interruptBitmap = [0, 0, 0, 0];
+  }
+
+  setSregs(v: KvmSregs): void {
+    this.segIn(ES, v.es); this.segIn(CS, v.cs); this.segIn(SS, v.ss); this.segIn(DS, v.ds);
+    this.segIn(FS, v.fs); this.segIn(GS, v.gs); this.segIn(LDTR, v.ldt); this.segIn(TR, v.tr);
+    this.gdtBase = v.gdt.base | 0; this.gdtLimit = v.gdt.limit & 0xffff;
+    this.idtBase = v.idt.base | 0; this.idtLimit = v.idt.limit & 0xffff;
+    this.cr0 = v.cr0 | 0; this.cr2 = v.cr2 | 0; this.cr3 = v.cr3 | 0; this.cr4 = v.cr4 | 0;
+    this.efer = v.efer; this.apicBase = v.apicBase;
+    this.endReplay();
+    this.pendingKind = ACCESS_NONE;
+    this.updateMode();
+    this.flushTlb();
+  }
+}
+
+// Re-exported for the interpreter, which shares these flag names.
+export { AF, CF, DF, ID, IF, IOPL, NT, OF, PF, RF, SF, TF, VIF, VIP, VM, ZF };
