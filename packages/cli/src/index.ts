@@ -1,0 +1,24 @@
+/**
+ * The `kvmts` command and its building blocks, for use from other programs and tests.
+ * @module
+ */
+
+export { main, processIo, runCommand, demoBuildCommand } from './main.js';
+export type { CliIo, RunOptions } from './main.js';
+export { CliError, ExitStatus } from './errors.js';
+export {
+  MAX_MEM_SIZE,
+  MEM_ALIGN,
+  MIN_MEM_SIZE,
+  checkMemSize,
+  formatSize,
+  parseAddress,
+  parseSize,
+} from './args.js';
+export { REAL_MODE_LOAD_LIMIT, checkPlacement, readImageFile, realModeEntry } from './image.js';
+export type { RealModeEntry } from './image.js';
+export { RunLoop, Vmm, outcomeExitStatus, outcomeMessage, setRealModeEntry } from './vmm.js';
+export type { ExitRecord, RunOutcome, RunnableVcpu, VmmConfig } from './vmm.js';
+export { ConsoleSink } from './console.js';
+export { DEMO_GUEST_OUTPUT, buildDemoGuest } from './guests/demo.js';
+export type { DemoGuestOptions } from './guests/demo.js';

@@ -1,0 +1,199 @@
+/**
+ * The `kvmts` command line: `kvmts run` and `kvmts demo build`.
+ * @module
+ */
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { checkMemSize, formatSize, hex, parseAddress, parseSize } from './args.js';
+import { ConsoleSink } from './console.js';
+import { CliError, ExitStatus } from './errors.js';
+import { buildDemoGuest } from './guests/demo.js';
+import { REAL_MODE_LOAD_LIMIT, checkPlacement, describeFsError, readImageFile, realModeEntry } from './image.js';
+import { Vmm, outcomeExitStatus, outcomeMessage } from './vmm.js';
+
+/** Where the command writes. Guest serial output goes to `stdout`. */
+export interface CliIo {
+  stdout(chunk: Uint8Array | string): void;
+  stderr(text: string): void;
+}
+
+/** The real process streams. */
+export function processIo(): CliIo {
+  let stdoutOpen = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    stdoutOpen = false;
+    // A reader that went away (`kvmts run ... | head`) is normal: drop the rest, as cat does.
+    if (err.code !== 'EPIPE') {
+      process.stderr.write(`kvmts: cannot write to stdout: ${err.message}\n`);
+      process.exitCode = ExitStatus.Software;
+    }
+  });
+  return {
+    stdout: (chunk) => {
+      if (stdoutOpen) process.stdout.write(chunk);
+    },
+    stderr: (text) => {
+      process.stderr.write(text);
+    },
+  };
+}
+
+/** Options of `kvmts run`, already parsed. */
+export interface RunOptions {
+  /** Flat binary to load; exactly one of `raw` and `demo`. */
+  raw?: string;
+  demo?: boolean;
+  loadAddr: number;
+  memSize: number;
+}
+
+const DEFAULT_LOAD_ADDR = '0x7c00';
+const DEFAULT_MEM = '16M';
+
+const EXIT_STATUS_HELP = `
+Exit status of 'kvmts run':
+  0    the guest halted with interrupts disabled
+  v    the guest wrote v to the debug-exit port 0xf4 (the raw value, low 8 bits;
+       QEMU's isa-debug-exit would give (v << 1) | 1)
+  1    the guest halted with interrupts enabled (no device can interrupt it yet)
+  2    the guest triple-faulted (shutdown)
+  3    the vCPU stopped with an internal error (e.g. an unsupported instruction)
+  64   bad command line or unusable input
+  70   an internal failure of kvmts itself`;
+
+/**
+ * Run the `kvmts` command with `argv` (the arguments after the program name) and return the
+ * exit status. Never throws: failures are reported on `io.stderr` as `kvmts: <message>`.
+ */
+export async function main(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
+  let status: number = ExitStatus.Ok;
+  const program = buildProgram(io, (s) => {
+    status = s;
+  });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return status;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander has already printed its message (or the help).
+      return err.exitCode === 0 ? ExitStatus.Ok : ExitStatus.Usage;
+    }
+    if (err instanceof CliError) {
+      io.stderr(`kvmts: ${err.message}\n`);
+      return err.exitCode;
+    }
+    io.stderr(`kvmts: unexpected error: ${err instanceof Error ? err.message : String(err)}\n`);
+    return ExitStatus.Software;
+  }
+}
+
+function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
+  const program = new Command('kvmts');
+  program
+    .description('Run x86 guests on kvmts, a KVM-style virtualization stack in TypeScript.')
+    .version(packageVersion())
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout(s),
+      writeErr: (s) => io.stderr(s),
+      outputError: (s, write) => write(`kvmts: ${s.replace(/^error: /, '')}`),
+    })
+    .showSuggestionAfterError();
+
+  program
+    .command('run')
+    .description('Boot a flat binary (or the built-in demo) in real mode; COM1 goes to stdout.')
+    .option('--raw <file>', 'flat binary image to load')
+    .option('--demo', 'run the built-in demo guest instead of a file')
+    .option('--load-addr <addr>', 'guest-physical load address, hex or decimal; the vCPU starts there', DEFAULT_LOAD_ADDR)
+    .option('--mem <size>', 'guest RAM size (K, M or G suffix)', DEFAULT_MEM)
+    .addHelpText('after', EXIT_STATUS_HELP)
+    .action((opts: { raw?: string; demo?: boolean; loadAddr: string; mem: string }) => {
+      const memSize = parseSize(opts.mem, '--mem');
+      checkMemSize(memSize, opts.mem);
+      const loadAddr = parseAddress(opts.loadAddr, '--load-addr');
+      if (opts.raw !== undefined && opts.demo) throw new CliError('use either --raw FILE or --demo, not both');
+      if (opts.raw === undefined && !opts.demo) throw new CliError("nothing to run: give --raw FILE or --demo (see 'kvmts run --help')");
+      const run: RunOptions = opts.demo ? { demo: true, loadAddr, memSize } : { raw: opts.raw!, loadAddr, memSize };
+      setStatus(runCommand(run, io));
+    });
+
+  const demo = program.command('demo').description('The built-in demo guest.');
+  demo
+    .command('build')
+    .description("Write the demo guest as a flat binary, to run with 'kvmts run --raw FILE'.")
+    .requiredOption('-o, --output <file>', 'where to write the binary')
+    .option('--load-addr <addr>', 'address it will be loaded at (pass the same to run)', DEFAULT_LOAD_ADDR)
+    .action((opts: { output: string; loadAddr: string }) => {
+      const loadAddr = parseAddress(opts.loadAddr, '--load-addr');
+      setStatus(demoBuildCommand(opts.output, loadAddr, io));
+    });
+
+  return program;
+}
+
+/** `kvmts run`: returns the exit status. Throws {@link CliError} for unusable input. */
+export function runCommand(options: RunOptions, io: CliIo): number {
+  const { loadAddr, memSize } = options;
+  let image: Uint8Array;
+  let name: string;
+  if (options.demo) {
+    checkLoadAddr(loadAddr);
+    image = buildDemoGuest({ origin: realModeEntry(loadAddr).ip });
+    name = 'the demo guest';
+  } else {
+    const file = options.raw ?? '';
+    image = readImageFile(file);
+    name = `image '${file}'`;
+  }
+  checkPlacement(name, image.length, loadAddr, memSize);
+
+  const sink = new ConsoleSink((chunk) => io.stdout(chunk));
+  let vmm: Vmm;
+  try {
+    vmm = new Vmm({ memSize, image, loadAddr, serialOutput: (b) => sink.push(b), onTimeSlice: () => sink.flush() });
+  } catch (err) {
+    if (err instanceof RangeError) throw new CliError(`cannot allocate ${formatSize(memSize)} of guest memory`);
+    throw err;
+  }
+  try {
+    const outcome = vmm.run();
+    sink.flush();
+    const message = outcomeMessage(outcome);
+    if (message !== undefined) io.stderr(`kvmts: ${message}\n`);
+    return outcomeExitStatus(outcome);
+  } finally {
+    sink.flush();
+    vmm.close();
+  }
+}
+
+/** `kvmts demo build`: returns the exit status. Throws {@link CliError} on failure. */
+export function demoBuildCommand(output: string, loadAddr: number, io: CliIo): number {
+  checkLoadAddr(loadAddr);
+  const image = buildDemoGuest({ origin: realModeEntry(loadAddr).ip });
+  try {
+    writeFileSync(output, image);
+  } catch (err) {
+    throw new CliError(`cannot write '${output}': ${describeFsError(err)}`);
+  }
+  io.stdout(`kvmts: wrote the demo guest to '${output}' (${image.length} bytes, for --load-addr ${hex(loadAddr)})\n`);
+  return ExitStatus.Ok;
+}
+
+function checkLoadAddr(loadAddr: number): void {
+  if (loadAddr > REAL_MODE_LOAD_LIMIT) {
+    throw new CliError(`--load-addr ${hex(loadAddr)} is above ${hex(REAL_MODE_LOAD_LIMIT)}: a real-mode guest must start in the first 1M`);
+  }
+}
+
+function packageVersion(): string {
+  try {
+    // Same relative path from src/ and from dist/.
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
