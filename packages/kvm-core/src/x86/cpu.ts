@@ -11,7 +11,8 @@ import {
 } from './flags.js';
 import { EXIT, FAULT, Vector } from './exceptions.js';
 import { step } from './interpreter.js';
-import { AR_DB, AR_P, AR_S, CR0_PE, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
+import { deliverProtected, loadDataSegment } from './protected.js';
+import { AR_DB, AR_P, AR_S, AR_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
 import { EmulationGap } from './constants.js';
 
 export { ES, CS, SS, DS, FS, GS, LDTR, TR, EmulationGap };
@@ -20,6 +21,11 @@ export { ES, CS, SS, DS, FS, GS, LDTR, TR, EmulationGap };
 export const DEFAULT_TIME_SLICE = 200_000;
 
 const TLB_PAGES = 1 << 20;
+/** TLB entry bit: user mode may use this translation. */
+const TLB_USER = 1 << 30;
+/** TLB entry bits holding the slot id + 1. */
+const TLB_SLOT = 0xffff;
+const CR4_PSE = 1 << 4, CR4_PGE = 1 << 7;
 /** Past this many filled TLB entries a flush clears the whole table instead of the list. */
 const TLB_LIST_MAX = 4096;
 
@@ -109,7 +115,17 @@ export class X86Cpu {
   readonly tlbReadOff = new Int32Array(TLB_PAGES);
   readonly tlbWrite = new Int32Array(TLB_PAGES);
   readonly tlbWriteOff = new Int32Array(TLB_PAGES);
+  /** 1 where the cached page is global (kept across CR3 writes). */
+  private readonly tlbGlobal = new Uint8Array(TLB_PAGES);
   private readonly tlbList = new Int32Array(TLB_LIST_MAX);
+  /** The smallest TLB entry value that hits at the current privilege (see readLin8). */
+  tlbNeed = 0;
+  /** Memory accesses are checked as user-mode (CPL 3) accesses. */
+  userAccess = false;
+  private lastPhys = 0;
+  private walkUserOk = true;
+  private walkUserWriteOk = true;
+  private walkGlobal = false;
   private tlbCount = 0;
   /** Slot bytes by slot id + 1, as the TLB refers to them. */
   mems: Uint8Array[] = [];
@@ -252,6 +268,7 @@ export class X86Cpu {
 
   /** Undoes what a faulting or exiting instruction changed before it stopped. */
   private rollback(): void {
+    this.endSupervisorAccess();
     this.eip = this.startEip;
     this.r32[4] = this.startEsp;
     if (this.flagsSaved) {
@@ -297,9 +314,16 @@ export class X86Cpu {
   updateMode(): void {
     this.code32 = (this.segAr[CS]! & AR_DB) !== 0;
     this.stack32 = (this.segAr[SS]! & AR_DB) !== 0;
-    if ((this.cr0 & CR0_PE) === 0) this.cpl = 0;
-    else if (this.flags & VM) this.cpl = 3;
-    else this.cpl = (this.segAr[SS]! >> 5) & 3;
+    if ((this.cr0 & CR0_PE) === 0) this.setCpl(0);
+    else if (this.flags & VM) this.setCpl(3);
+    else this.setCpl((this.segAr[SS]! >> 5) & 3);
+  }
+
+  /** Changes the current privilege level and the TLB's user/supervisor view with it. */
+  setCpl(cpl: number): void {
+    this.cpl = cpl;
+    this.userAccess = cpl === 3;
+    this.tlbNeed = this.userAccess ? TLB_USER - 1 : 0;
   }
 
   get protectedMode(): boolean {
@@ -323,12 +347,14 @@ export class X86Cpu {
       if (seg === CS) this.updateMode();
       return;
     }
-    throw new EmulationGap(`protected-mode load of ${'ECSDFGLT'[seg]}S selector 0x${sel.toString(16)}`);
+    if (seg === CS) throw new EmulationGap('CS is loaded only by far transfers in protected mode');
+    loadDataSegment(this, seg, sel);
   }
 
   /** Segment limit check for an access of `size` bytes at offset `off`. */
   checkLimit(seg: number, off: number, size: number): void {
     const ar = this.segAr[seg]!;
+    if (ar & AR_UNUSABLE) this.fault(seg === SS ? Vector.SS : Vector.GP, 0);
     const o = off >>> 0;
     const end = o + size - 1;
     // Data segments with bit 2 of the type set are expand-down: valid offsets lie above the limit.
@@ -364,131 +390,216 @@ export class X86Cpu {
   }
 
   // --- Linear memory -----------------------------------------------------------------------
+  //
+  // TLB entries are (slot id + 1) | TLB_USER when user mode may use the translation too. An
+  // access hits when entry > tlbNeed: tlbNeed is 0 at CPL 0–2 and TLB_USER - 1 at CPL 3, so the
+  // fast path is one load and one compare at every privilege level.
 
   private syncMemory(): void {
     const mems: Uint8Array[] = [new Uint8Array(0)];
     for (const s of this.memory.listSlots()) mems[s.id + 1] = s.bytes;
     for (let i = 0; i < mems.length; i++) if (!mems[i]) mems[i] = new Uint8Array(0);
     this.mems = mems;
-    this.flushTlb();
+    this.flushTlb(true);
     this.memEpoch = this.memory.epoch;
   }
 
-  /** Drops every cached translation. */
-  flushTlb(): void {
-    if (this.tlbCount >= TLB_LIST_MAX) {
-      this.tlbRead.fill(0); this.tlbWrite.fill(0);
-    } else {
-      const list = this.tlbList;
-      for (let i = 0; i < this.tlbCount; i++) {
-        const p = list[i]!;
-        this.tlbRead[p] = 0; this.tlbWrite[p] = 0;
-      }
+  /** Drops cached translations; global pages (CR4.PGE) survive unless `all`. */
+  flushTlb(all = true): void {
+    const list = this.tlbList;
+    if (this.tlbCount > TLB_LIST_MAX) {
+      this.tlbRead.fill(0); this.tlbWrite.fill(0); this.tlbGlobal.fill(0);
+      this.tlbCount = 0;
+      return;
     }
-    this.tlbCount = 0;
+    let kept = 0;
+    for (let i = 0; i < this.tlbCount; i++) {
+      const p = list[i]!;
+      if (!all && this.tlbGlobal[p] !== 0) { list[kept++] = p; continue; }
+      this.tlbRead[p] = 0; this.tlbWrite[p] = 0; this.tlbGlobal[p] = 0;
+    }
+    this.tlbCount = kept;
   }
 
-  /** Linear to physical. Paging is not modelled yet: the CPU rejects CR0.PG before it gets here. */
-  translate(lin: number): number {
-    return lin >>> 0;
+  /** INVLPG: forgets one page's translation, global or not. */
+  invalidatePage(lin: number): void {
+    const p = lin >>> 12;
+    this.tlbRead[p] = 0; this.tlbWrite[p] = 0; this.tlbGlobal[p] = 0;
   }
 
-  /** Fills the TLB for the page of `lin`; returns false if the page is MMIO (or read-only, for writes). */
+  /** Accesses made by the CPU itself (descriptor tables, TSS, IDT) are supervisor accesses at any CPL. */
+  beginSupervisorAccess(): void {
+    this.tlbNeed = 0;
+    this.userAccess = false;
+  }
+  endSupervisorAccess(): void {
+    this.userAccess = this.cpl === 3;
+    this.tlbNeed = this.userAccess ? TLB_USER - 1 : 0;
+  }
+
+  /**
+   * Linear to physical through the 2-level page tables (4 KiB pages, 4 MiB pages with CR4.PSE,
+   * global pages with CR4.PGE), setting accessed/dirty bits. Raises #PF with CR2 and the error
+   * code. Sets `walkUserOk`/`walkUserWriteOk`/`walkGlobal` for the TLB.
+   */
+  translate(lin: number, write: boolean): number {
+    if ((this.cr0 & CR0_PG) === 0) {
+      this.walkUserOk = true; this.walkUserWriteOk = true; this.walkGlobal = false;
+      return lin >>> 0;
+    }
+    const user = this.userAccess;
+    const pdeAddr = ((this.cr3 & ~0xfff) + ((lin >>> 22) << 2)) >>> 0;
+    const pde = this.readPhys32(pdeAddr);
+    if ((pde & 1) === 0) this.pageFault(lin, write, user, false);
+    let pte: number, pteAddr: number, phys: number, userOk: boolean, rw: boolean, global: boolean;
+    if ((pde & 0x80) !== 0 && (this.cr4 & CR4_PSE) !== 0) {
+      pte = pde; pteAddr = pdeAddr;
+      phys = ((pde & 0xffc00000) | (lin & 0x3ff000)) >>> 0;
+      userOk = (pde & 4) !== 0; rw = (pde & 2) !== 0;
+    } else {
+      pteAddr = ((pde & ~0xfff) + (((lin >>> 12) & 0x3ff) << 2)) >>> 0;
+      pte = this.readPhys32(pteAddr);
+      if ((pte & 1) === 0) this.pageFault(lin, write, user, false);
+      phys = ((pte & ~0xfff) >>> 0);
+      userOk = (pde & pte & 4) !== 0; rw = (pde & pte & 2) !== 0;
+      if ((pde & 0x20) === 0) this.writePhys32(pdeAddr, pde | 0x20);
+    }
+    global = (pte & 0x100) !== 0 && (this.cr4 & CR4_PGE) !== 0;
+    const wp = (this.cr0 & CR0_WP) !== 0;
+    if (user && !userOk) this.pageFault(lin, write, user, true);
+    if (write && !rw && (user || wp)) this.pageFault(lin, write, user, true);
+    const want = write ? 0x60 : 0x20;
+    if ((pte & want) !== want) this.writePhys32(pteAddr, pte | want);
+    this.walkUserOk = userOk;
+    // A write entry is cached only once the dirty bit is set; user writes need R/W too.
+    this.walkUserWriteOk = userOk && rw;
+    this.walkGlobal = global;
+    return (phys | (lin & 0xfff)) >>> 0;
+  }
+
+  private pageFault(lin: number, write: boolean, user: boolean, present: boolean): never {
+    this.cr2 = lin | 0;
+    this.fault(Vector.PF, (present ? 1 : 0) | (write ? 2 : 0) | (user ? 4 : 0));
+  }
+
+  /** Page-table accesses: physical, through the slots (page tables in MMIO are not supported). */
+  private readPhys32(addr: number): number {
+    const slot = this.memory.findSlot(addr);
+    if (!slot) throw new EmulationGap(`page table at unbacked physical address 0x${addr.toString(16)}`);
+    const b = slot.bytes, i = addr - slot.guestPhysAddr;
+    return b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
+  }
+  private writePhys32(addr: number, v: number): void {
+    const slot = this.memory.findSlot(addr);
+    if (!slot) throw new EmulationGap(`page table at unbacked physical address 0x${addr.toString(16)}`);
+    const b = slot.bytes, i = addr - slot.guestPhysAddr;
+    b[i] = v; b[i + 1] = v >> 8; b[i + 2] = v >> 16; b[i + 3] = v >> 24;
+    this.memory.markDirty(slot, i, 4);
+  }
+
+  /**
+   * Translates the page of `lin` and caches it; returns false when it is not RAM (MMIO, or a
+   * write to a read-only slot), leaving the physical address in `lastPhys`.
+   */
   private fillTlb(lin: number, write: boolean): boolean {
-    const phys = this.translate(lin);
+    const phys = this.translate(lin, write);
+    this.lastPhys = phys;
     const slot = this.memory.findSlot(phys);
     if (!slot) return false;
     if (write && (slot.flags & KVM_MEM_READONLY) !== 0) return false;
     const page = lin >>> 12;
-    const off = (phys - slot.guestPhysAddr - (lin >>> 0)) | 0;
+    const off = ((phys & ~0xfff) - slot.guestPhysAddr - ((lin >>> 0) & ~0xfff)) | 0;
+    if (this.tlbRead[page] === 0 && this.tlbWrite[page] === 0) {
+      if (this.tlbCount < TLB_LIST_MAX) this.tlbList[this.tlbCount] = page;
+      this.tlbCount++;
+    }
+    this.tlbGlobal[page] = this.walkGlobal ? 1 : 0;
     if (write) {
       // Dirty logging: the page is marked when its write entry is created; reading the log
       // flushes the TLB so the next write marks it again.
       this.memory.markDirty(slot, (phys - slot.guestPhysAddr) & ~0xfff, 1);
-      this.tlbWrite[page] = slot.id + 1;
+      this.tlbWrite[page] = (slot.id + 1) | (this.walkUserWriteOk ? TLB_USER : 0);
       this.tlbWriteOff[page] = off;
     } else {
-      this.tlbRead[page] = slot.id + 1;
+      this.tlbRead[page] = (slot.id + 1) | (this.walkUserOk ? TLB_USER : 0);
       this.tlbReadOff[page] = off;
     }
-    if (this.tlbCount < TLB_LIST_MAX) this.tlbList[this.tlbCount] = page;
-    this.tlbCount++;
     return true;
   }
 
   readLin8(lin: number): number {
     const p = lin >>> 12;
     const s = this.tlbRead[p]!;
-    if (s !== 0) return this.mems[s]![(lin + this.tlbReadOff[p]!) | 0]!;
+    if (s > this.tlbNeed) return this.mems[s & TLB_SLOT]![(lin + this.tlbReadOff[p]!) | 0]!;
     if (this.fillTlb(lin, false)) return this.readLin8(lin);
-    return this.mmioRead(this.translate(lin), 1);
+    return this.mmioRead(this.lastPhys, 1);
   }
 
   readLin16(lin: number): number {
     const p = lin >>> 12;
     const s = this.tlbRead[p]!;
-    if (s !== 0 && (lin & 0xfff) !== 0xfff) {
-      const m = this.mems[s]!, i = (lin + this.tlbReadOff[p]!) | 0;
+    if (s > this.tlbNeed && (lin & 0xfff) !== 0xfff) {
+      const m = this.mems[s & TLB_SLOT]!, i = (lin + this.tlbReadOff[p]!) | 0;
       return m[i]! | (m[i + 1]! << 8);
     }
-    if ((lin & 0xfff) === 0xfff) return this.readLin8(lin) | (this.readLin8(lin + 1) << 8);
+    if ((lin & 0xfff) === 0xfff) return this.readLin8(lin) | (this.readLin8((lin + 1) | 0) << 8);
     if (this.fillTlb(lin, false)) return this.readLin16(lin);
-    return this.mmioRead(this.translate(lin), 2);
+    return this.mmioRead(this.lastPhys, 2);
   }
 
   readLin32(lin: number): number {
     const p = lin >>> 12;
     const s = this.tlbRead[p]!;
-    if (s !== 0 && (lin & 0xfff) <= 0xffc) {
-      const m = this.mems[s]!, i = (lin + this.tlbReadOff[p]!) | 0;
+    if (s > this.tlbNeed && (lin & 0xfff) <= 0xffc) {
+      const m = this.mems[s & TLB_SLOT]!, i = (lin + this.tlbReadOff[p]!) | 0;
       return m[i]! | (m[i + 1]! << 8) | (m[i + 2]! << 16) | (m[i + 3]! << 24);
     }
     if ((lin & 0xfff) > 0xffc) {
-      return this.readLin8(lin) | (this.readLin8(lin + 1) << 8) | (this.readLin8(lin + 2) << 16) | (this.readLin8(lin + 3) << 24);
+      return this.readLin16(lin) | (this.readLin16((lin + 2) | 0) << 16);
     }
     if (this.fillTlb(lin, false)) return this.readLin32(lin);
-    return this.mmioRead(this.translate(lin), 4);
+    return this.mmioRead(this.lastPhys, 4);
   }
 
   writeLin8(lin: number, v: number): void {
     const p = lin >>> 12;
     const s = this.tlbWrite[p]!;
-    if (s !== 0) { this.mems[s]![(lin + this.tlbWriteOff[p]!) | 0] = v; return; }
+    if (s > this.tlbNeed) { this.mems[s & TLB_SLOT]![(lin + this.tlbWriteOff[p]!) | 0] = v; return; }
     if (this.fillTlb(lin, true)) { this.writeLin8(lin, v); return; }
-    this.mmioWrite(this.translate(lin), 1, v);
+    this.mmioWrite(this.lastPhys, 1, v);
   }
 
   writeLin16(lin: number, v: number): void {
     const p = lin >>> 12;
     const s = this.tlbWrite[p]!;
-    if (s !== 0 && (lin & 0xfff) !== 0xfff) {
-      const m = this.mems[s]!, i = (lin + this.tlbWriteOff[p]!) | 0;
+    if (s > this.tlbNeed && (lin & 0xfff) !== 0xfff) {
+      const m = this.mems[s & TLB_SLOT]!, i = (lin + this.tlbWriteOff[p]!) | 0;
       m[i] = v; m[i + 1] = v >> 8;
       return;
     }
     if ((lin & 0xfff) === 0xfff) { this.writeSplit(lin, v, 2); return; }
     if (this.fillTlb(lin, true)) { this.writeLin16(lin, v); return; }
-    this.mmioWrite(this.translate(lin), 2, v);
+    this.mmioWrite(this.lastPhys, 2, v);
   }
 
   writeLin32(lin: number, v: number): void {
     const p = lin >>> 12;
     const s = this.tlbWrite[p]!;
-    if (s !== 0 && (lin & 0xfff) <= 0xffc) {
-      const m = this.mems[s]!, i = (lin + this.tlbWriteOff[p]!) | 0;
+    if (s > this.tlbNeed && (lin & 0xfff) <= 0xffc) {
+      const m = this.mems[s & TLB_SLOT]!, i = (lin + this.tlbWriteOff[p]!) | 0;
       m[i] = v; m[i + 1] = v >> 8; m[i + 2] = v >> 16; m[i + 3] = v >> 24;
       return;
     }
     if ((lin & 0xfff) > 0xffc) { this.writeSplit(lin, v, 4); return; }
     if (this.fillTlb(lin, true)) { this.writeLin32(lin, v); return; }
-    this.mmioWrite(this.translate(lin), 4, v);
+    this.mmioWrite(this.lastPhys, 4, v);
   }
 
-  /** A write that straddles two pages: both are translated before any byte is written. */
+  /** A write that straddles two pages: both are translated (and may fault) before any byte is written. */
   private writeSplit(lin: number, v: number, size: number): void {
     const second = (lin + size - 1) | 0;
-    if (this.tlbWrite[second >>> 12] === 0) this.fillTlb(second, true);
-    if (this.tlbWrite[lin >>> 12] === 0) this.fillTlb(lin, true);
+    if (!(this.tlbWrite[second >>> 12]! > this.tlbNeed)) this.fillTlb(second, true);
+    if (!(this.tlbWrite[lin >>> 12]! > this.tlbNeed)) this.fillTlb(lin, true);
     for (let i = 0; i < size; i++) this.writeLin8((lin + i) | 0, (v >> (i * 8)) & 0xff);
   }
 
@@ -660,8 +771,11 @@ export class X86Cpu {
    * Delivers interrupt or exception `vector` with `returnEip` as the saved IP.
    * Real mode: through the IVT. Protected mode comes with the IDT work.
    */
-  interrupt(vector: number, returnEip: number): void {
-    if ((this.cr0 & CR0_PE) !== 0) throw new EmulationGap(`protected-mode delivery of vector ${vector}`);
+  interrupt(vector: number, returnEip: number, errorCode = -1, software = false): void {
+    if ((this.cr0 & CR0_PE) !== 0) {
+      deliverProtected(this, vector, returnEip, errorCode, software);
+      return;
+    }
     const entry = vector * 4;
     if (entry + 3 > this.idtLimit) this.fault(Vector.GP, entry + 2);
     const ip = this.readLin16((this.idtBase + entry) | 0);
@@ -684,7 +798,9 @@ export class X86Cpu {
     let vector = this.faultVector;
     for (let depth = 0; ; depth++) {
       try {
-        this.interrupt(vector, this.startEip);
+        const pm = (this.cr0 & CR0_PE) !== 0;
+        const error = vector === Vector.DF ? 0 : this.faultHasError && pm ? this.faultError : -1;
+        this.interrupt(vector, this.startEip, error);
         return true;
       } catch (e) {
         if (e !== FAULT) throw e;

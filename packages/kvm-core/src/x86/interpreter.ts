@@ -1,103 +1,14 @@
 import type { X86Cpu } from './cpu.js';
+import {
+  decodeModrm, isReg, readRm16, readRm32, readRm8, readRmForUpdate8, readRmForUpdateV, readRmV, writeRm16, writeRm32, writeRm8, writeRmV,
+} from './modrm.js';
 import { CS, DS, ES, EmulationGap, FS, GS, SS } from './constants.js';
 import { alu, divRem, divs64, divu64, doubleShift, mulHigh, mulu32, muls32, shift } from './alu.js';
 import { AC, AF, CF, DF, ID, IF, IOPL, LazyOp, NT, OF, RF, SF, TF, VM, ZF } from './flags.js';
 import { Vector } from './exceptions.js';
+import { farReturn, farTransfer, iretProtected, loadSystemSegment, probeDescriptor } from './protected.js';
+import { CR0_PE, CR0_PG, CR0_TS } from './constants.js';
 
-// ModRM decoding ---------------------------------------------------------------------------
-
-/** 16-bit addressing: base+index register pairs for rm = 0..7 (-1 = none), and the default segment. */
-const RM16_BASE = [3, 3, 5, 5, 6, 7, 5, 3];
-const RM16_INDEX = [6, 7, 6, 7, -1, -1, -1, -1];
-const RM16_SEG = [DS, DS, SS, SS, DS, DS, SS, DS];
-
-/** Reads a ModRM byte and, for a memory operand, its effective address into c.eaSeg/c.eaOff. */
-function decodeModrm(c: X86Cpu): number {
-  const m = c.fetch8();
-  c.modrm = m;
-  const mod = m >> 6;
-  if (mod === 3) return m;
-  const rm = m & 7;
-  let seg: number, off: number;
-  if (!c.addrsize32) {
-    if (mod === 0 && rm === 6) {
-      off = c.fetch16(); seg = DS;
-    } else {
-      off = c.r16[RM16_BASE[rm]! << 1]!;
-      const ix = RM16_INDEX[rm]!;
-      if (ix >= 0) off += c.r16[ix << 1]!;
-      seg = RM16_SEG[rm]!;
-      if (mod === 1) off += (c.fetch8() << 24) >> 24;
-      else if (mod === 2) off += c.fetch16();
-    }
-    off &= 0xffff;
-  } else {
-    seg = DS;
-    if (rm === 4) {
-      const sib = c.fetch8();
-      const base = sib & 7, index = (sib >> 3) & 7, scale = sib >> 6;
-      if (base === 5 && mod === 0) off = c.fetch32();
-      else {
-        off = c.r32[base]!;
-        if (base === 4 || base === 5) seg = SS;
-      }
-      if (index !== 4) off = (off + (c.r32[index]! << scale)) | 0;
-    } else if (rm === 5 && mod === 0) {
-      off = c.fetch32();
-    } else {
-      off = c.r32[rm]!;
-      if (rm === 5) seg = SS;
-    }
-    if (mod === 1) off = (off + ((c.fetch8() << 24) >> 24)) | 0;
-    else if (mod === 2) off = (off + c.fetch32()) | 0;
-  }
-  c.eaSeg = c.prefixSeg >= 0 ? c.prefixSeg : seg;
-  c.eaOff = off;
-  return m;
-}
-
-function isReg(c: X86Cpu): boolean {
-  return c.modrm >= 0xc0;
-}
-
-function readRm8(c: X86Cpu): number {
-  return c.modrm >= 0xc0 ? c.getReg8(c.modrm & 7) : c.read8(c.eaSeg, c.eaOff);
-}
-function readRm16(c: X86Cpu): number {
-  return c.modrm >= 0xc0 ? c.r16[(c.modrm & 7) << 1]! : c.read16(c.eaSeg, c.eaOff);
-}
-function readRm32(c: X86Cpu): number {
-  return c.modrm >= 0xc0 ? c.r32[c.modrm & 7]! : c.read32(c.eaSeg, c.eaOff);
-}
-function writeRm8(c: X86Cpu, v: number): void {
-  if (c.modrm >= 0xc0) c.setReg8(c.modrm & 7, v);
-  else c.write8(c.eaSeg, c.eaOff, v);
-}
-function writeRm16(c: X86Cpu, v: number): void {
-  if (c.modrm >= 0xc0) c.r16[(c.modrm & 7) << 1] = v;
-  else c.write16(c.eaSeg, c.eaOff, v);
-}
-function writeRm32(c: X86Cpu, v: number): void {
-  if (c.modrm >= 0xc0) c.r32[c.modrm & 7] = v;
-  else c.write32(c.eaSeg, c.eaOff, v);
-}
-/** Reads an r/m operand of the current operand size (16 or 32). */
-function readRmV(c: X86Cpu): number {
-  return c.opsize32 ? readRm32(c) : readRm16(c);
-}
-function writeRmV(c: X86Cpu, v: number): void {
-  if (c.opsize32) writeRm32(c, v);
-  else writeRm16(c, v);
-}
-/** Reads an r/m operand that the instruction will write back: snapshot the flags first (see X86Cpu.saveFlags). */
-function readRmForUpdate8(c: X86Cpu): number {
-  if (c.modrm < 0xc0) c.saveFlags();
-  return readRm8(c);
-}
-function readRmForUpdateV(c: X86Cpu): number {
-  if (c.modrm < 0xc0) c.saveFlags();
-  return readRmV(c);
-}
 function regV(c: X86Cpu, r: number): number {
   return c.opsize32 ? c.r32[r]! : c.r16[r << 1]!;
 }
@@ -122,9 +33,20 @@ function jumpRel(c: X86Cpu, rel: number): void {
   jumpNear(c, (c.eip + rel) | 0);
 }
 
-/** Far transfer in real/V86 mode (protected-mode gates come with the protected-mode work). */
-function jumpFar(c: X86Cpu, sel: number, off: number): void {
-  if (c.protectedMode && !(c.flags & VM)) throw new EmulationGap('protected-mode far transfer');
+/** Far JMP (call = false) or CALL to sel:off. */
+function farJump(c: X86Cpu, sel: number, off: number, call: boolean): void {
+  if (c.protectedMode && !(c.flags & VM)) {
+    farTransfer(c, sel, off, call, c.opsize32);
+    return;
+  }
+  if (call) { c.push(c.segSel[CS]!); c.push(c.eip); }
+  const target = c.opsize32 ? off | 0 : off & 0xffff;
+  c.loadSeg(CS, sel);
+  c.eip = target;
+}
+
+/** Real/V86-mode far return target. */
+function realFarJump(c: X86Cpu, sel: number, off: number): void {
   c.loadSeg(CS, sel);
   c.eip = c.opsize32 ? off | 0 : off & 0xffff;
 }
@@ -132,13 +54,13 @@ function jumpFar(c: X86Cpu, sel: number, off: number): void {
 // Flags ------------------------------------------------------------------------------------
 
 /** POPF/IRET: writes EFLAGS honouring privilege (IOPL at CPL 0 only, IF when CPL <= IOPL) and the operand size. */
-function writeFlags(c: X86Cpu, v: number, size32: boolean): void {
+function writeFlags(c: X86Cpu, v: number, size32: boolean, cpl: number = c.cpl): void {
   const old = c.getEflags();
   let mask = CF | 0x4 | AF | ZF | SF | TF | DF | OF | NT;
   if (size32) mask |= AC | ID;
   const pm = c.protectedMode;
-  if (!pm || c.cpl === 0) mask |= IOPL;
-  if (!pm || c.cpl <= ((old & IOPL) >> 12)) mask |= IF;
+  if (!pm || cpl === 0) mask |= IOPL;
+  if (!pm || cpl <= ((old & IOPL) >> 12)) mask |= IF;
   if (!size32) mask &= 0xffff;
   c.setEflags((old & ~mask) | (v & mask));
 }
@@ -361,8 +283,7 @@ function group5(c: X86Cpu, byte: boolean): void {
       if (isReg(c)) c.undefinedOpcode();
       const off = c.opsize32 ? c.read32(c.eaSeg, c.eaOff) : c.read16(c.eaSeg, c.eaOff);
       const sel = c.read16(c.eaSeg, (c.eaOff + (c.opsize32 ? 4 : 2)) & (c.addrsize32 ? -1 : 0xffff));
-      if (op === 3) { c.push(c.segSel[CS]!); c.push(c.eip); }
-      jumpFar(c, sel, off);
+      farJump(c, sel, off, op === 3);
       return;
     }
     case 4:
@@ -632,9 +553,7 @@ function execute(c: X86Cpu, op: number): void {
     case 0x9a: { // CALL ptr16:16/32
       const off = c.fetchImm();
       const sel = c.fetch16();
-      c.push(c.segSel[CS]!);
-      c.push(c.eip);
-      jumpFar(c, sel, off);
+      farJump(c, sel, off, true);
       return;
     }
     case 0x9b: // WAIT: no x87 exceptions can be pending yet.
@@ -722,11 +641,11 @@ function execute(c: X86Cpu, op: number): void {
     }
     case 0xca: case 0xcb: { // RET far
       const n = op === 0xca ? c.fetch16() : 0;
-      if (c.protectedMode && !(c.flags & VM)) throw new EmulationGap('protected-mode far return');
+      if (c.protectedMode && !(c.flags & VM)) { farReturn(c, n, c.opsize32); return; }
       const size = c.opsize32 ? 4 : 2;
       const off = size === 4 ? c.read32(SS, c.sp) : c.read16(SS, c.sp);
       const sel = c.read16(SS, c.spOffset(size));
-      jumpFar(c, sel, off);
+      realFarJump(c, sel, off);
       c.adjustSp(2 * size + n);
       return;
     }
@@ -788,7 +707,7 @@ function execute(c: X86Cpu, op: number): void {
       return;
     }
     case 0xe9: { const rel = c.opsize32 ? c.fetch32() : (c.fetch16() << 16) >> 16; jumpRel(c, rel); return; }
-    case 0xea: { const off = c.fetchImm(); const sel = c.fetch16(); jumpFar(c, sel, off); return; }
+    case 0xea: { const off = c.fetchImm(); const sel = c.fetch16(); farJump(c, sel, off, false); return; }
     case 0xeb: { const rel = (c.fetch8() << 24) >> 24; jumpRel(c, rel); return; }
     case 0xec: checkIoPrivilege(c); c.r8[0] = c.ioIn(c.r16[4]!, 1); return;
     case 0xed: checkIoPrivilege(c); if (c.opsize32) c.r32[0] = c.ioIn(c.r16[4]!, 4); else c.r16[0] = c.ioIn(c.r16[4]!, 2); return;
@@ -870,25 +789,37 @@ function enter(c: X86Cpu): void {
 }
 
 function softwareInterrupt(c: X86Cpu, vector: number): void {
-  if (c.protectedMode) throw new EmulationGap(`protected-mode INT ${vector}`);
-  c.interrupt(vector, c.eip);
+  if ((c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) c.fault(Vector.GP, 0);
+  c.interrupt(vector, c.eip, -1, true);
 }
 
 function iret(c: X86Cpu): void {
-  if (c.protectedMode) throw new EmulationGap('protected-mode IRET');
+  if ((c.flags & VM) !== 0) throw new EmulationGap('IRET in virtual-8086 mode');
+  if (c.protectedMode) {
+    const cpl = c.cpl;
+    const { flags } = iretProtected(c, c.opsize32);
+    writeFlags(c, flags, c.opsize32, cpl);
+    return;
+  }
   const size = c.opsize32 ? 4 : 2;
   const ip = size === 4 ? c.read32(SS, c.sp) : c.read16(SS, c.sp);
   const cs = c.read16(SS, c.spOffset(size));
   const f = size === 4 ? c.read32(SS, c.spOffset(2 * size)) : c.read16(SS, c.spOffset(2 * size));
-  jumpFar(c, cs, ip);
+  realFarJump(c, cs, ip);
   c.adjustSp(3 * size);
-  writeFlags(c, f, c.opsize32);
+  writeFlags(c, f, c.opsize32, 0);
 }
 
 // Two-byte opcodes (0F xx) -------------------------------------------------------------------
 
 function executeTwoByte(c: X86Cpu, op: number): void {
   switch (op) {
+    case 0x00: group6(c); return;
+    case 0x01: group7(c); return;
+    case 0x02: case 0x03: larLsl(c, op === 0x02); return;
+    case 0x06: requireCpl0(c); c.cr0 &= ~CR0_TS; return; // CLTS
+    case 0x08: case 0x09: requireCpl0(c); return; // INVD, WBINVD: there are no caches to write back.
+    case 0x20: case 0x22: moveControlRegister(c, op === 0x22); return;
     case 0x0b: c.undefinedOpcode(); // UD2
     case 0x1f: decodeModrm(c); return; // NOP r/m
     case 0x40: case 0x41: case 0x42: case 0x43: case 0x44: case 0x45: case 0x46: case 0x47:
@@ -1040,4 +971,155 @@ function bitOp(c: X86Cpu, kind: number, offset: number, regOffset: boolean): voi
     else if (bits === 32) c.write32(c.eaSeg, c.eaOff, r); else c.write16(c.eaSeg, c.eaOff, r);
   }
   c.setFlag(CF, set);
+}
+
+// System instructions ------------------------------------------------------------------------
+
+function requireCpl0(c: X86Cpu): void {
+  if (c.protectedMode && c.cpl !== 0) c.fault(Vector.GP, 0);
+}
+
+function requireProtected(c: X86Cpu): void {
+  if (!c.protectedMode || (c.flags & VM) !== 0) c.undefinedOpcode();
+}
+
+/** 0F 00: SLDT STR LLDT LTR VERR VERW. */
+function group6(c: X86Cpu): void {
+  decodeModrm(c);
+  const sub = (c.modrm >> 3) & 7;
+  requireProtected(c);
+  switch (sub) {
+    case 0: case 1: { // SLDT, STR
+      const v = c.segSel[sub === 0 ? 6 : 7]!;
+      if (isReg(c)) setRegV(c, c.modrm & 7, v); else writeRm16(c, v);
+      return;
+    }
+    case 2: case 3:
+      requireCpl0(c);
+      loadSystemSegment(c, sub === 2, readRm16(c));
+      return;
+    case 4: case 5: { // VERR, VERW
+      const sel = readRm16(c);
+      const d = probeDescriptor(c, sel);
+      let ok = false;
+      if (d) {
+        const kind = (d.hi >>> 8) & 0x1f, dpl = (d.hi >>> 13) & 3;
+        const conformingCode = (kind & 0x1c) === 0x1c;
+        const visible = conformingCode || dpl >= Math.max(c.cpl, sel & 3);
+        if ((kind & 0x10) && visible) ok = sub === 4 ? (kind & 0x8) === 0 || (kind & 0x2) !== 0 : (kind & 0xa) === 0x2;
+      }
+      c.setFlag(ZF, ok);
+      return;
+    }
+    default:
+      c.undefinedOpcode();
+  }
+}
+
+/** 0F 01: SGDT SIDT LGDT LIDT SMSW LMSW INVLPG. */
+function group7(c: X86Cpu): void {
+  decodeModrm(c);
+  const sub = (c.modrm >> 3) & 7;
+  switch (sub) {
+    case 0: case 1: { // SGDT, SIDT
+      if (isReg(c)) c.undefinedOpcode();
+      const base = sub === 0 ? c.gdtBase : c.idtBase, limit = sub === 0 ? c.gdtLimit : c.idtLimit;
+      c.write16(c.eaSeg, c.eaOff, limit);
+      // With a 16-bit operand the 386+ stores the top base byte as well (no longer 0xFF as on the 286).
+      c.write32(c.eaSeg, (c.eaOff + 2) & (c.addrsize32 ? -1 : 0xffff), c.opsize32 ? base : base & 0xffffff);
+      return;
+    }
+    case 2: case 3: { // LGDT, LIDT
+      if (isReg(c)) c.undefinedOpcode();
+      requireCpl0(c);
+      const limit = c.read16(c.eaSeg, c.eaOff);
+      let base = c.read32(c.eaSeg, (c.eaOff + 2) & (c.addrsize32 ? -1 : 0xffff));
+      if (!c.opsize32) base &= 0xffffff;
+      if (sub === 2) { c.gdtBase = base; c.gdtLimit = limit; } else { c.idtBase = base; c.idtLimit = limit; }
+      return;
+    }
+    case 4: { // SMSW
+      if (isReg(c)) setRegV(c, c.modrm & 7, c.opsize32 ? c.cr0 : c.cr0 & 0xffff);
+      else writeRm16(c, c.cr0 & 0xffff);
+      return;
+    }
+    case 6: { // LMSW: sets PE (never clears it), MP, EM, TS.
+      requireCpl0(c);
+      const v = readRm16(c);
+      c.cr0 = (c.cr0 & ~0xe) | (v & 0xf) | (c.cr0 & CR0_PE);
+      c.updateMode();
+      return;
+    }
+    case 7: // INVLPG
+      if (isReg(c)) c.undefinedOpcode();
+      requireCpl0(c);
+      c.invalidatePage((c.segBase[c.eaSeg]! + c.eaOff) | 0);
+      return;
+    default:
+      c.undefinedOpcode();
+  }
+}
+
+/** LAR (0F 02) / LSL (0F 03). */
+function larLsl(c: X86Cpu, lar: boolean): void {
+  decodeModrm(c);
+  requireProtected(c);
+  const sel = readRm16(c);
+  const d = probeDescriptor(c, sel);
+  let ok = false;
+  if (d) {
+    const kind = (d.hi >>> 8) & 0x1f, dpl = (d.hi >>> 13) & 3;
+    const conformingCode = (kind & 0x1c) === 0x1c;
+    const visible = conformingCode || dpl >= Math.max(c.cpl, sel & 3);
+    // System types valid for LAR: TSS, LDT, call/task gates; for LSL: TSS and LDT only.
+    const sysOk = lar ? [1, 2, 3, 4, 5, 9, 0xb, 0xc].includes(kind) : [1, 2, 3, 9, 0xb].includes(kind);
+    ok = visible && ((kind & 0x10) !== 0 || sysOk);
+    if (ok) {
+      const reg = (c.modrm >> 3) & 7;
+      if (lar) setRegV(c, reg, d.hi & 0x00f0ff00);
+      else {
+        const raw = (d.lo & 0xffff) | (d.hi & 0xf0000);
+        setRegV(c, reg, d.hi & (1 << 23) ? (raw << 12) | 0xfff : raw);
+      }
+    }
+  }
+  c.setFlag(ZF, ok);
+}
+
+/** CR4 bits this CPU implements: TSD, DE, PSE, PGE, PCE, OSFXSR. Others are reserved (#GP). */
+const CR4_SUPPORTED = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 7) | (1 << 8) | (1 << 9);
+
+/** MOV r32, CRn (0F 20) and MOV CRn, r32 (0F 22). The operand is always a register. */
+function moveControlRegister(c: X86Cpu, toCr: boolean): void {
+  const m = c.fetch8();
+  const cr = (m >> 3) & 7, r = m & 7;
+  requireCpl0(c);
+  if (!toCr) {
+    let v: number;
+    switch (cr) {
+      case 0: v = c.cr0; break;
+      case 2: v = c.cr2; break;
+      case 3: v = c.cr3; break;
+      case 4: v = c.cr4; break;
+      default: c.undefinedOpcode();
+    }
+    c.r32[r] = v;
+    return;
+  }
+  const v = c.r32[r]!;
+  switch (cr) {
+    case 0:
+      if ((v & CR0_PG) && !(v & CR0_PE)) c.fault(Vector.GP, 0);
+      if ((v & 0x20000000) === 0 && (v & 0x40000000) !== 0) c.fault(Vector.GP, 0); // NW without CD
+      c.cr0 = v | 0x10; // ET is hardwired to 1.
+      c.updateMode();
+      c.flushTlb(true);
+      return;
+    case 2: c.cr2 = v; return;
+    case 3: c.cr3 = v & ~0xfff; c.flushTlb(false); return;
+    case 4:
+      if (v & ~CR4_SUPPORTED) c.fault(Vector.GP, 0);
+      c.cr4 = v; c.flushTlb(true); return;
+    default: c.undefinedOpcode();
+  }
 }
