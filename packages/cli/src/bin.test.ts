@@ -152,3 +152,16 @@ describe('kvmts bad input', () => {
     expect(r.stdout).toContain('Exit status');
   });
 });
+
+describe('kvmts run with self-checking protected-mode guests', () => {
+  it('boots a guest that enters protected mode, enables paging, handles faults and goes to ring 3', async () => {
+    // The guest lives with kvm-core's CPU tests; here it runs as a user would run it: a file and the CLI.
+    const { buildProtectedModeGuest } = await import('../../kvm-core/test/guests/protected-mode.js');
+    const f = join(dir, 'pm.bin');
+    writeFileSync(f, buildProtectedModeGuest());
+    const r = kvmts('run', '--raw', f, '--mem', '8M');
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('PK');
+    expect(r.status).toBe(0);
+  });
+});

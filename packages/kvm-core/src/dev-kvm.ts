@@ -8,7 +8,11 @@ import * as K from './kvm-bindings.js';
 import { KvmError } from './error.js';
 import { GuestMemory } from './memory/guest-memory.js';
 import { KvmRun } from './kvm-run.js';
-import type { KvmClearDirtyLog, KvmDirtyLog, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion } from './kvm-types.js';
+import type {
+  KvmClearDirtyLog, KvmCpuid2, KvmDirtyLog, KvmFpu, KvmMsrs, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion, KvmVcpuEvents,
+} from './kvm-types.js';
+import { KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI } from './kvm-types.js';
+import { MSR_INDEX_LIST, readMsr, supportedCpuid, writeMsr } from './x86/cpuid.js';
 import { X86Cpu } from './x86/cpu.js';
 
 /** Kernel-side state behind a VM descriptor. */
@@ -73,11 +77,14 @@ function requireInt(arg: unknown, request: string): number {
 }
 
 const REGS_FIELDS = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'rip', 'rflags'] as const;
-const SREGS_FIELDS = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt', 'gdt', 'idt', 'cr0', 'cr2', 'cr3', 'cr4', 'efer'] as const;
+const SREGS_FIELDS = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt', 'gdt', 'idt', 'cr0', 'cr2', 'cr3', 'cr4', 'efer', 'apicBase'] as const;
 
 function checkExtension(cap: number): number {
   switch (cap) {
     case K.KVM_CAP_HLT:
+    case K.KVM_CAP_EXT_CPUID:
+    case K.KVM_CAP_USER_NMI:
+    case K.KVM_CAP_VCPU_EVENTS:
     case K.KVM_CAP_USER_MEMORY:
     case K.KVM_CAP_READONLY_MEM:
     case K.KVM_CAP_IMMEDIATE_EXIT:
@@ -114,6 +121,18 @@ function systemIoctl(request: number, arg: unknown): number {
     case K.KVM_GET_API_VERSION: return K.KVM_API_VERSION;
     case K.KVM_CHECK_EXTENSION: return checkExtension(requireInt(arg, 'KVM_CHECK_EXTENSION'));
     case K.KVM_GET_VCPU_MMAP_SIZE: return K.KVM_RUN_MMAP_SIZE;
+    case K.KVM_GET_MSR_INDEX_LIST: {
+      const list = requireObject<{ indices: number[] }>(arg, 'KVM_GET_MSR_INDEX_LIST', ['indices']);
+      list.indices.length = 0;
+      list.indices.push(...MSR_INDEX_LIST);
+      return 0;
+    }
+    case K.KVM_GET_SUPPORTED_CPUID: {
+      const c = requireObject<KvmCpuid2>(arg, 'KVM_GET_SUPPORTED_CPUID', ['entries']);
+      c.entries.length = 0;
+      for (const e of supportedCpuid({ fpu: X86Cpu.FPU_AVAILABLE, apic: false })) c.entries.push({ ...e, flags: 0 });
+      return 0;
+    }
     case K.KVM_CREATE_VM: {
       if (arg !== undefined && arg !== 0) throw new KvmError('EINVAL', `KVM_CREATE_VM: machine type ${String(arg)} is not supported (use 0)`);
       return allocFd({ kind: 'vm', vm: new VmObject() });
@@ -147,6 +166,7 @@ function vmIoctl(vm: VmObject, request: number, arg: unknown): number {
     }
     case K.KVM_CLEAR_DIRTY_LOG: {
       const d = requireObject<KvmClearDirtyLog>(arg, 'KVM_CLEAR_DIRTY_LOG', ['slot', 'firstPage', 'numPages', 'dirtyBitmap']);
+      if (!(d.dirtyBitmap instanceof Uint8Array)) throw new KvmError('EFAULT', 'KVM_CLEAR_DIRTY_LOG: dirtyBitmap must be a Uint8Array');
       vm.memory.clearDirtyLog(d.slot, d.firstPage, d.numPages, d.dirtyBitmap);
       return 0;
     }
@@ -172,6 +192,84 @@ function vcpuIoctl(vcpu: VcpuObject, request: number, arg: unknown): number {
     case K.KVM_SET_SREGS:
       vcpu.cpu.setSregs(requireObject<KvmSregs>(arg, 'KVM_SET_SREGS', SREGS_FIELDS));
       return 0;
+    case K.KVM_INTERRUPT: {
+      const irq = requireObject<{ irq: number }>(arg, 'KVM_INTERRUPT', ['irq']).irq;
+      if (!Number.isInteger(irq) || irq < 0 || irq > 255) throw new KvmError('EINVAL', `KVM_INTERRUPT: irq ${irq} is not a vector 0..255`);
+      // As in KVM without an in-kernel irqchip: one interrupt may be queued at a time.
+      if (vcpu.cpu.pendingIrq >= 0) throw new KvmError('EEXIST', `KVM_INTERRUPT: vector ${vcpu.cpu.pendingIrq} is still waiting to be injected`);
+      vcpu.cpu.injectInterrupt(irq);
+      return 0;
+    }
+    case K.KVM_NMI:
+      vcpu.cpu.injectNmi();
+      return 0;
+    case K.KVM_GET_FPU:
+      vcpu.cpu.getFpu(requireObject<KvmFpu>(arg, 'KVM_GET_FPU', ['fpr']));
+      return 0;
+    case K.KVM_SET_FPU: {
+      const f = requireObject<KvmFpu>(arg, 'KVM_SET_FPU', ['fpr', 'fcw', 'fsw', 'ftw', 'lastOpcode', 'lastIp', 'lastDp', 'mxcsr']);
+      if (!Array.isArray(f.fpr) || f.fpr.length !== 8 || !f.fpr.every((r) => r instanceof Uint8Array && r.length >= 10)) {
+        throw new KvmError('EFAULT', 'KVM_SET_FPU: fpr must be 8 Uint8Arrays of at least 10 bytes');
+      }
+      vcpu.cpu.setFpu(f);
+      return 0;
+    }
+    case K.KVM_GET_MSRS: {
+      const m = requireObject<KvmMsrs>(arg, 'KVM_GET_MSRS', ['entries']);
+      const out = new Int32Array(2);
+      let n = 0;
+      for (const e of m.entries) {
+        if (!readMsr(vcpu.cpu, e.index >>> 0, out)) break;
+        e.data = (out[1]! >>> 0) * 0x1_0000_0000 + (out[0]! >>> 0);
+        n++;
+      }
+      return n;
+    }
+    case K.KVM_SET_MSRS: {
+      const m = requireObject<KvmMsrs>(arg, 'KVM_SET_MSRS', ['entries']);
+      let n = 0;
+      for (const e of m.entries) {
+        if (!writeMsr(vcpu.cpu, e.index >>> 0, e.data % 0x1_0000_0000, Math.floor(e.data / 0x1_0000_0000))) break;
+        n++;
+      }
+      return n;
+    }
+    case K.KVM_SET_CPUID2: {
+      const c = requireObject<KvmCpuid2>(arg, 'KVM_SET_CPUID2', ['entries']);
+      vcpu.cpu.setCpuid(c.entries.map((e) => ({ function: e.function >>> 0, index: e.index >>> 0, eax: e.eax | 0, ebx: e.ebx | 0, ecx: e.ecx | 0, edx: e.edx | 0 })));
+      return 0;
+    }
+    case K.KVM_GET_CPUID2: {
+      const c = requireObject<KvmCpuid2>(arg, 'KVM_GET_CPUID2', ['entries']);
+      c.entries.length = 0;
+      for (const e of vcpu.cpu.cpuidTable) c.entries.push({ ...e, flags: 0 });
+      return 0;
+    }
+    case K.KVM_GET_VCPU_EVENTS: {
+      const ev = requireObject<KvmVcpuEvents>(arg, 'KVM_GET_VCPU_EVENTS', []);
+      const cpu = vcpu.cpu;
+      // Exceptions are delivered synchronously, so none is ever pending at an exit.
+      ev.exception = { injected: 0, nr: 0, hasErrorCode: 0, pending: 0, errorCode: 0 };
+      ev.interrupt = {
+        injected: cpu.pendingIrq >= 0 ? 1 : 0, nr: Math.max(cpu.pendingIrq, 0), soft: 0,
+        shadow: cpu.interruptShadow ? (cpu.shadowFromMovSs ? KVM_X86_SHADOW_INT_MOV_SS : KVM_X86_SHADOW_INT_STI) : 0,
+      };
+      ev.nmi = { injected: 0, pending: cpu.pendingNmi ? 1 : 0, masked: cpu.nmiBlocked ? 1 : 0 };
+      ev.sipiVector = 0;
+      ev.flags = 0;
+      return 0;
+    }
+    case K.KVM_SET_VCPU_EVENTS: {
+      const ev = requireObject<KvmVcpuEvents>(arg, 'KVM_SET_VCPU_EVENTS', ['exception', 'interrupt', 'nmi']);
+      if (ev.exception.injected || ev.exception.pending) throw new KvmError('EINVAL', 'KVM_SET_VCPU_EVENTS: pending exceptions are not supported (this CPU delivers them synchronously)');
+      const cpu = vcpu.cpu;
+      cpu.pendingIrq = ev.interrupt.injected ? ev.interrupt.nr & 0xff : -1;
+      cpu.interruptShadow = ev.interrupt.shadow !== 0;
+      cpu.shadowFromMovSs = (ev.interrupt.shadow & KVM_X86_SHADOW_INT_MOV_SS) !== 0;
+      cpu.pendingNmi = ev.nmi.pending !== 0;
+      cpu.nmiBlocked = ev.nmi.masked !== 0;
+      return 0;
+    }
     default:
       throw new KvmError('ENOTTY', `unknown ioctl request ${hex(request)} on a vCPU descriptor`);
   }

@@ -15,15 +15,19 @@ export type { Errno } from './error.js';
 export { KvmRun, KvmRunIo, KvmRunMmio, KvmRunInternal } from './kvm-run.js';
 export { GuestMemory, GUEST_PHYS_LIMIT } from './memory/guest-memory.js';
 export type { MemorySlot } from './memory/guest-memory.js';
-export { emptyRegs, emptySregs, emptySegment } from './kvm-types.js';
+export { emptyRegs, emptySregs, emptySegment, emptyVcpuEvents, emptyFpu, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI } from './kvm-types.js';
 export type {
   KvmRegs, KvmSregs, KvmSegment, KvmDtable, KvmUserspaceMemoryRegion, KvmDirtyLog, KvmClearDirtyLog,
+  KvmMsrEntry, KvmMsrs, KvmCpuid2, KvmCpuidEntry2, KvmVcpuEvents, KvmFpu,
 } from './kvm-types.js';
 export {
   KVM_API_VERSION,
   KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE, KVM_CREATE_VCPU,
   KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, KVM_CLEAR_DIRTY_LOG, KVM_RUN,
   KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS,
+  KVM_GET_MSR_INDEX_LIST, KVM_GET_SUPPORTED_CPUID, KVM_INTERRUPT, KVM_GET_MSRS, KVM_SET_MSRS, KVM_SET_CPUID2, KVM_GET_CPUID2,
+  KVM_NMI, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_EXIT_IRQ_WINDOW_OPEN,
+  KVM_CAP_EXT_CPUID, KVM_CAP_USER_NMI, KVM_CAP_VCPU_EVENTS,
   KVM_CAP_HLT, KVM_CAP_USER_MEMORY, KVM_CAP_NR_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_MAX_VCPUS,
   KVM_CAP_READONLY_MEM, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
   KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
@@ -32,3 +36,4 @@ export {
   KvmExit, KVM_USER_MEM_SLOTS, KVM_MAX_VCPUS, KVM_RUN_MMAP_SIZE, PAGE_SIZE,
 } from './kvm-bindings.js';
 export type { KvmExitReason } from './kvm-bindings.js';
+export { CpuidFeature, Msr, CPUID_SIGNATURE } from './x86/cpuid.js';

@@ -22,11 +22,26 @@ export const KVM_GET_REGS = 0x8090ae81;
 export const KVM_SET_REGS = 0x4090ae82;
 export const KVM_GET_SREGS = 0x8138ae83;
 export const KVM_SET_SREGS = 0x4138ae84;
+export const KVM_GET_MSR_INDEX_LIST = 0xc004ae02;
+export const KVM_GET_SUPPORTED_CPUID = 0xc008ae05;
+export const KVM_INTERRUPT = 0x4004ae86;
+export const KVM_GET_MSRS = 0xc008ae88;
+export const KVM_SET_MSRS = 0x4008ae89;
+export const KVM_SET_CPUID2 = 0x4008ae90;
+export const KVM_GET_CPUID2 = 0xc008ae91;
+export const KVM_NMI = 0xae9a;
+export const KVM_GET_FPU = 0x81a0ae8c;
+export const KVM_SET_FPU = 0x41a0ae8d;
+export const KVM_GET_VCPU_EVENTS = 0x8040ae9f;
+export const KVM_SET_VCPU_EVENTS = 0x4040aea0;
 
 // Capabilities (KVM_CHECK_EXTENSION arguments).
 export const KVM_CAP_HLT = 1;
 export const KVM_CAP_USER_MEMORY = 3;
+export const KVM_CAP_EXT_CPUID = 7;
 export const KVM_CAP_NR_VCPUS = 9;
+export const KVM_CAP_USER_NMI = 22;
+export const KVM_CAP_VCPU_EVENTS = 41;
 export const KVM_CAP_NR_MEMSLOTS = 10;
 export const KVM_CAP_MAX_VCPUS = 66;
 export const KVM_CAP_READONLY_MEM = 81;
@@ -42,6 +57,7 @@ export const KVM_EXIT_UNKNOWN = 0;
 export const KVM_EXIT_IO = 2;
 export const KVM_EXIT_HLT = 5;
 export const KVM_EXIT_MMIO = 6;
+export const KVM_EXIT_IRQ_WINDOW_OPEN = 7;
 export const KVM_EXIT_SHUTDOWN = 8;
 export const KVM_EXIT_INTR = 10;
 export const KVM_EXIT_INTERNAL_ERROR = 17;
@@ -59,6 +75,7 @@ export const KvmExit = {
   Io: KVM_EXIT_IO,
   Hlt: KVM_EXIT_HLT,
   Mmio: KVM_EXIT_MMIO,
+  IrqWindowOpen: KVM_EXIT_IRQ_WINDOW_OPEN,
   Shutdown: KVM_EXIT_SHUTDOWN,
   Intr: KVM_EXIT_INTR,
   InternalError: KVM_EXIT_INTERNAL_ERROR,

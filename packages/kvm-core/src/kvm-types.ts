@@ -96,3 +96,79 @@ export function emptySregs(): KvmSregs {
     interruptBitmap: [0, 0, 0, 0],
   };
 }
+
+/** `struct kvm_msr_entry`. `data` is the 64-bit value as a number (exact below 2^53). */
+export interface KvmMsrEntry {
+  index: number;
+  data: number;
+}
+
+/** `struct kvm_msrs`: KVM_GET_MSRS fills `data` of each entry; both return how many were processed. */
+export interface KvmMsrs {
+  entries: KvmMsrEntry[];
+}
+
+/** `struct kvm_cpuid_entry2`. */
+export interface KvmCpuidEntry2 {
+  function: number;
+  index: number;
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+/** `struct kvm_cpuid2`. */
+export interface KvmCpuid2 {
+  entries: KvmCpuidEntry2[];
+}
+
+/** `struct kvm_vcpu_events` (the x86 fields this CPU has). */
+export interface KvmVcpuEvents {
+  exception: { injected: number; nr: number; hasErrorCode: number; pending: number; errorCode: number };
+  interrupt: { injected: number; nr: number; soft: number; shadow: number };
+  nmi: { injected: number; pending: number; masked: number };
+  sipiVector: number;
+  flags: number;
+}
+
+/** Values of `KvmVcpuEvents.interrupt.shadow`. */
+export const KVM_X86_SHADOW_INT_MOV_SS = 1;
+export const KVM_X86_SHADOW_INT_STI = 2;
+
+export function emptyVcpuEvents(): KvmVcpuEvents {
+  return {
+    exception: { injected: 0, nr: 0, hasErrorCode: 0, pending: 0, errorCode: 0 },
+    interrupt: { injected: 0, nr: 0, soft: 0, shadow: 0 },
+    nmi: { injected: 0, pending: 0, masked: 0 },
+    sipiVector: 0,
+    flags: 0,
+  };
+}
+
+/**
+ * `struct kvm_fpu`: the x87 state in FXSAVE form. `fpr[i]` is ST(i) as 10 bytes (significand
+ * little-endian, then sign and exponent) padded to 16; `ftw` is the abridged tag byte (bit set =
+ * register valid). There is no SSE unit, so `xmm` is always zero.
+ */
+export interface KvmFpu {
+  fpr: Uint8Array[];
+  fcw: number;
+  fsw: number;
+  ftw: number;
+  lastOpcode: number;
+  lastIp: number;
+  lastDp: number;
+  xmm: Uint8Array[];
+  mxcsr: number;
+}
+
+export function emptyFpu(): KvmFpu {
+  return {
+    fpr: Array.from({ length: 8 }, () => new Uint8Array(16)),
+    fcw: 0, fsw: 0, ftw: 0, lastOpcode: 0, lastIp: 0, lastDp: 0,
+    xmm: Array.from({ length: 16 }, () => new Uint8Array(16)),
+    mxcsr: 0,
+  };
+}

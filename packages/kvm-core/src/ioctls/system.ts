@@ -1,5 +1,8 @@
 import { close, ioctl, open } from '../dev-kvm.js';
-import { KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE } from '../kvm-bindings.js';
+import {
+  KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_MSR_INDEX_LIST, KVM_GET_SUPPORTED_CPUID, KVM_GET_VCPU_MMAP_SIZE,
+} from '../kvm-bindings.js';
+import type { KvmCpuidEntry2 } from '../kvm-types.js';
 import { VmFd } from './vm.js';
 
 /** The system handle: an open `/dev/kvm` (rust-vmm's `Kvm`). */
@@ -23,6 +26,20 @@ export class Kvm {
   /** KVM_GET_VCPU_MMAP_SIZE. */
   getVcpuMmapSize(): number {
     return ioctl(this.fd, KVM_GET_VCPU_MMAP_SIZE);
+  }
+
+  /** KVM_GET_SUPPORTED_CPUID: the CPUID leaves this CPU can offer a guest. */
+  getSupportedCpuid(): KvmCpuidEntry2[] {
+    const c = { entries: [] as KvmCpuidEntry2[] };
+    ioctl(this.fd, KVM_GET_SUPPORTED_CPUID, c);
+    return c.entries;
+  }
+
+  /** KVM_GET_MSR_INDEX_LIST: the MSRs KVM_GET_MSRS/KVM_SET_MSRS can save and restore. */
+  getMsrIndexList(): number[] {
+    const list = { indices: [] as number[] };
+    ioctl(this.fd, KVM_GET_MSR_INDEX_LIST, list);
+    return list.indices;
   }
 
   /** KVM_CREATE_VM. */

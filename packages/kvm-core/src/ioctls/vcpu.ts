@@ -1,8 +1,11 @@
 import { close, ioctl, mmapRun } from '../dev-kvm.js';
-import { KVM_GET_REGS, KVM_GET_SREGS, KVM_RUN, KVM_SET_REGS, KVM_SET_SREGS } from '../kvm-bindings.js';
+import {
+  KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_MSRS, KVM_SET_FPU, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_VCPU_EVENTS, KVM_INTERRUPT, KVM_NMI, KVM_RUN,
+  KVM_SET_CPUID2, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VCPU_EVENTS,
+} from '../kvm-bindings.js';
 import type { KvmRun } from '../kvm-run.js';
-import type { KvmRegs, KvmSregs } from '../kvm-types.js';
-import { emptyRegs, emptySregs } from '../kvm-types.js';
+import type { KvmCpuidEntry2, KvmFpu, KvmMsrEntry, KvmRegs, KvmSregs, KvmVcpuEvents } from '../kvm-types.js';
+import { emptyFpu, emptyRegs, emptySregs, emptyVcpuEvents } from '../kvm-types.js';
 
 /** A vCPU descriptor (rust-vmm's `VcpuFd`). */
 export class VcpuFd {
@@ -40,6 +43,67 @@ export class VcpuFd {
 
   setSregs(sregs: KvmSregs): void {
     ioctl(this.fd, KVM_SET_SREGS, sregs);
+  }
+
+  /**
+   * KVM_INTERRUPT: queues an external interrupt vector. Inject when `runData.readyForInterruptInjection`
+   * is set, or set `runData.requestInterruptWindow` and wait for KVM_EXIT_IRQ_WINDOW_OPEN.
+   */
+  interrupt(irq: number): void {
+    ioctl(this.fd, KVM_INTERRUPT, { irq });
+  }
+
+  /** KVM_GET_FPU: the x87 state (FXSAVE form). */
+  getFpu(): KvmFpu {
+    const f = emptyFpu();
+    ioctl(this.fd, KVM_GET_FPU, f);
+    return f;
+  }
+
+  /** KVM_SET_FPU. */
+  setFpu(fpu: KvmFpu): void {
+    ioctl(this.fd, KVM_SET_FPU, fpu);
+  }
+
+  /** KVM_NMI. */
+  nmi(): void {
+    ioctl(this.fd, KVM_NMI);
+  }
+
+  /** KVM_GET_MSRS for the given indices; stops at the first MSR the CPU does not have. */
+  getMsrs(indices: readonly number[]): KvmMsrEntry[] {
+    const entries = indices.map((index) => ({ index, data: 0 }));
+    const n = ioctl(this.fd, KVM_GET_MSRS, { entries });
+    return entries.slice(0, n);
+  }
+
+  /** KVM_SET_MSRS; returns how many entries were written (it stops at the first unknown MSR). */
+  setMsrs(entries: readonly KvmMsrEntry[]): number {
+    return ioctl(this.fd, KVM_SET_MSRS, { entries: entries.map((e) => ({ ...e })) });
+  }
+
+  /** KVM_SET_CPUID2: what CPUID returns in this vCPU. */
+  setCpuid2(entries: readonly KvmCpuidEntry2[]): void {
+    ioctl(this.fd, KVM_SET_CPUID2, { entries: entries.map((e) => ({ ...e })) });
+  }
+
+  /** KVM_GET_CPUID2. */
+  getCpuid2(): KvmCpuidEntry2[] {
+    const c = { entries: [] as KvmCpuidEntry2[] };
+    ioctl(this.fd, KVM_GET_CPUID2, c);
+    return c.entries;
+  }
+
+  /** KVM_GET_VCPU_EVENTS: pending interrupt and NMI, interrupt shadow, NMI masking. */
+  getVcpuEvents(): KvmVcpuEvents {
+    const ev = emptyVcpuEvents();
+    ioctl(this.fd, KVM_GET_VCPU_EVENTS, ev);
+    return ev;
+  }
+
+  /** KVM_SET_VCPU_EVENTS. */
+  setVcpuEvents(events: KvmVcpuEvents): void {
+    ioctl(this.fd, KVM_SET_VCPU_EVENTS, events);
   }
 
   close(): void {

@@ -145,6 +145,7 @@ export class GuestMemory {
     if (firstPage % 64 !== 0 || firstPage < 0 || numPages < 0 || firstPage + numPages > pages) {
       throw new KvmError('EINVAL', `slot ${slotId}: firstPage ${firstPage} / numPages ${numPages} out of range (slot has ${pages} pages; firstPage must be a multiple of 64)`);
     }
+    if (mask.length * 8 < numPages) throw new KvmError('EFAULT', `slot ${slotId}: bitmap of ${mask.length} bytes is too short for ${numPages} pages`);
     const bm = slot.dirty!;
     for (let i = 0; i < numPages; i++) {
       if (mask[i >>> 3]! & (1 << (i & 7))) {

@@ -1,10 +1,10 @@
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { KvmRun } from '../kvm-run.js';
-import type { KvmRegs, KvmSegment, KvmSregs } from '../kvm-types.js';
+import type { KvmFpu, KvmRegs, KvmSegment, KvmSregs } from '../kvm-types.js';
 import { emptySegment } from '../kvm-types.js';
 import {
   KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
-  KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION, KVM_MEM_READONLY,
+  KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_EMULATION, KVM_MEM_READONLY,
 } from '../kvm-bindings.js';
 import {
   AC, AF, ARITH_FLAGS, CF, DF, FLAGS_FIXED, ID, IF, IOPL, LazyOp, NT, OF, PARITY, PF, RF, SF, TF, VIF, VIP, VM, ZF,
@@ -12,8 +12,10 @@ import {
 import { EXIT, FAULT, Vector } from './exceptions.js';
 import { step } from './interpreter.js';
 import { deliverProtected, loadDataSegment } from './protected.js';
+import { supportedCpuid, type CpuidEntry } from './cpuid.js';
 import { AR_DB, AR_P, AR_S, AR_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
 import { EmulationGap } from './constants.js';
+import { X87State } from './fpu/x87.js';
 
 export { ES, CS, SS, DS, FS, GS, LDTR, TR, EmulationGap };
 
@@ -47,6 +49,9 @@ const REPLAY_MAX = 8;
  * so that nothing is committed before their last possible exit or fault.
  */
 export class X86Cpu {
+  /** Whether this build has the x87 unit (advertised through CPUID as FPU and FXSR). */
+  static FPU_AVAILABLE = true;
+
   // --- Architectural state -------------------------------------------------------------
   readonly r32 = new Int32Array(8);
   /** r16[i << 1] is the low word of r32[i]. */
@@ -82,7 +87,31 @@ export class X86Cpu {
   stack32 = false;
   /** Interrupts are inhibited for one instruction (after STI, MOV SS, POP SS). */
   interruptShadow = false;
+  /** The shadow came from MOV SS/POP SS (which also holds off NMIs), not STI. */
+  shadowFromMovSs = false;
   halted = false;
+
+  // --- Event injection (KVM_INTERRUPT, KVM_NMI) -----------------------------------------------
+  /** External interrupt vector queued by KVM_INTERRUPT, or -1. */
+  pendingIrq = -1;
+  pendingNmi = false;
+  /** NMIs are blocked from NMI delivery until the next IRET. */
+  nmiBlocked = false;
+  /** Something may need attention between instructions (recomputed at run() entry and on changes). */
+  eventPending = false;
+
+  // --- CPUID, MSRs, TSC ----------------------------------------------------------------------
+  /** The x87 FPU's state (fpu/x87.ts). */
+  readonly x87 = new X87State();
+  cpuidTable: CpuidEntry[] = [];
+  /** KVM_SET_CPUID2 was called: the table is the VMM's, not the default. */
+  cpuidSetByVmm = false;
+  sysenterCs = 0;
+  sysenterEsp = 0;
+  sysenterEip = 0;
+  /** The TSC counts retired instructions, plus this offset (set by writes to the TSC MSR). */
+  tscOffset = 0;
+  readonly msrScratch = new Int32Array(2);
 
   // --- Per-instruction decode state ----------------------------------------------------
   startEip = 0;
@@ -170,6 +199,13 @@ export class X86Cpu {
     this.cr0 = 0x60000010; this.cr2 = 0; this.cr3 = 0; this.cr4 = 0; this.efer = 0;
     this.halted = false;
     this.interruptShadow = false;
+    this.pendingIrq = -1;
+    this.pendingNmi = false;
+    this.nmiBlocked = false;
+    this.sysenterCs = this.sysenterEsp = this.sysenterEip = 0;
+    this.tscOffset = 0;
+    this.x87.reset();
+    if (!this.cpuidSetByVmm) this.cpuidTable = supportedCpuid({ fpu: X86Cpu.FPU_AVAILABLE, apic: false });
     this.replayCount = 0;
     this.pendingKind = ACCESS_NONE;
     this.updateMode();
@@ -811,6 +847,61 @@ export class X86Cpu {
     }
   }
 
+  /** Instructions retired so far, counting the current time slice. */
+  retired(): number {
+    return this.instructions + (this.timeSlice - this.budget);
+  }
+  readTsc(): number {
+    return this.tscOffset + this.retired();
+  }
+  writeTsc(v: number): void {
+    this.tscOffset = v - this.retired();
+  }
+
+  /** KVM_SET_CPUID2: the table CPUID answers from. */
+  setCpuid(entries: CpuidEntry[]): void {
+    this.cpuidTable = entries;
+    this.cpuidSetByVmm = true;
+  }
+
+  /** KVM_INTERRUPT: queues external interrupt `vector`, taken when IF=1 and no shadow. */
+  injectInterrupt(vector: number): void {
+    this.pendingIrq = vector & 0xff;
+    this.eventPending = true;
+  }
+
+  /** KVM_NMI. */
+  injectNmi(): void {
+    this.pendingNmi = true;
+    this.eventPending = true;
+  }
+
+  /**
+   * Between two instructions: delivers a pending NMI or interrupt when the guest can take it,
+   * or ends run() with KVM_EXIT_IRQ_WINDOW_OPEN when the VMM asked for the window.
+   */
+  private serviceEvents(): boolean {
+    const run = this.run;
+    if (this.pendingNmi && !this.nmiBlocked && !(this.interruptShadow && this.shadowFromMovSs)) {
+      this.pendingNmi = false;
+      this.nmiBlocked = true;
+      this.startEip = this.eip;
+      this.startEsp = this.r32[4]!;
+      this.interrupt(Vector.NMI, this.eip);
+    } else if (this.pendingIrq >= 0 && (this.flags & IF) !== 0 && !this.interruptShadow) {
+      const v = this.pendingIrq;
+      this.pendingIrq = -1;
+      this.startEip = this.eip;
+      this.startEsp = this.r32[4]!;
+      this.interrupt(v, this.eip);
+    } else if (run.requestInterruptWindow && this.pendingIrq < 0 && (this.flags & IF) !== 0 && !this.interruptShadow) {
+      this.exitWith(KVM_EXIT_IRQ_WINDOW_OPEN);
+      return true;
+    }
+    this.eventPending = this.pendingNmi || this.pendingIrq >= 0 || run.requestInterruptWindow;
+    return false;
+  }
+
   // --- The run loop ---------------------------------------------------------------------------
 
   /** Runs until an exit. Returns the exit reason, also stored in `run.exitReason`. */
@@ -824,6 +915,7 @@ export class X86Cpu {
       this.pendingKind = ACCESS_NONE;
     }
     this.budget = this.timeSlice;
+    this.eventPending = this.pendingNmi || this.pendingIrq >= 0 || run.requestInterruptWindow;
     for (;;) {
       try {
         if (this.replayCount !== 0) {
@@ -836,11 +928,13 @@ export class X86Cpu {
           this.budget--;
         }
         while (this.budget > 0) {
+          if (this.eventPending && this.serviceEvents()) return run.exitReason;
           this.startEip = this.eip;
           step(this);
           this.budget--;
         }
         this.instructions += this.timeSlice;
+        this.budget = this.timeSlice;
         return this.exitWith(KVM_EXIT_INTR);
       } catch (e) {
         if (e === EXIT) {
@@ -851,7 +945,18 @@ export class X86Cpu {
         this.endReplay();
         if (e === FAULT) {
           this.rollback();
-          if (!this.deliverFault()) return this.exitWith(KVM_EXIT_SHUTDOWN);
+          try {
+            if (!this.deliverFault()) return this.exitWith(KVM_EXIT_SHUTDOWN);
+          } catch (e2) {
+            // Delivery itself needed the VMM (an MMIO exit): the faulting instruction is
+            // restarted on the next run() and faults again; its delivery then completes.
+            if (e2 === EXIT) {
+              this.rollback();
+              this.replayCursor = 0;
+              return this.exitWith(run.exitReason);
+            }
+            return this.internalError(e2);
+          }
           this.budget--;
           continue;
         }
@@ -862,6 +967,10 @@ export class X86Cpu {
 
   private exitWith(reason: number): number {
     const run = this.run;
+    if (reason !== KVM_EXIT_INTR) {
+      this.instructions += this.timeSlice - this.budget;
+      this.budget = this.timeSlice;
+    }
     run.exitReason = reason;
     run.ifFlag = (this.flags & IF) !== 0;
     run.readyForInterruptInjection = run.ifFlag && !this.interruptShadow;
@@ -932,6 +1041,41 @@ export class X86Cpu {
     const ar = (s.type & 0xf) | ((s.s & 1) << 4) | ((s.dpl & 3) << 5) | ((s.present & 1) << 7) |
       ((s.avl & 1) << 12) | ((s.l & 1) << 13) | ((s.db & 1) << 14) | ((s.g & 1) << 15) | ((s.unusable & 1) << 16);
     this.loadSegRaw(seg, s.selector, s.base, s.limit, ar);
+  }
+
+  /** KVM_GET_FPU: the x87 state in FXSAVE form. */
+  getFpu(out: KvmFpu): void {
+    const x = this.x87;
+    for (let i = 0; i < 8; i++) {
+      const r = x.st(i), b = out.fpr[i] ?? (out.fpr[i] = new Uint8Array(16));
+      b.fill(0);
+      for (let k = 0; k < 4; k++) { b[k] = r.lo >>> (8 * k); b[4 + k] = r.hi >>> (8 * k); }
+      b[8] = r.exp & 0xff; b[9] = ((r.exp >> 8) & 0x7f) | (r.sign << 7);
+    }
+    let abridged = 0;
+    for (let i = 0; i < 8; i++) if ((x.empty & (1 << i)) === 0) abridged |= 1 << i;
+    out.fcw = x.fcw; out.fsw = x.fsw; out.ftw = abridged;
+    out.lastOpcode = x.fop; out.lastIp = x.fip >>> 0; out.lastDp = x.fdp >>> 0;
+    out.mxcsr = x.mxcsr;
+  }
+
+  /** KVM_SET_FPU. */
+  setFpu(v: KvmFpu): void {
+    const x = this.x87;
+    x.fcw = v.fcw & 0x1f7f;
+    x.fsw = v.fsw & 0xffff;
+    const top = (v.fsw >> 11) & 7;
+    x.empty = ~v.ftw & 0xff;
+    for (let i = 0; i < 8; i++) {
+      const b = v.fpr[i];
+      if (!b) continue;
+      const lo = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+      const hi = (b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! << 24)) >>> 0;
+      x.regs[(top + i) & 7] = { sign: b[9]! >> 7, exp: b[8]! | ((b[9]! & 0x7f) << 8), hi, lo };
+    }
+    x.fop = v.lastOpcode & 0x7ff; x.fip = v.lastIp | 0; x.fdp = v.lastDp | 0;
+    x.mxcsr = v.mxcsr & 0xffbf;
+    x.updateEs();
   }
 
   getSregs(out: KvmSregs): void {

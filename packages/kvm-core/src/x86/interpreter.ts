@@ -8,6 +8,8 @@ import { AC, AF, CF, DF, ID, IF, IOPL, LazyOp, NT, OF, RF, SF, TF, VM, ZF } from
 import { Vector } from './exceptions.js';
 import { farReturn, farTransfer, iretProtected, loadSystemSegment, probeDescriptor } from './protected.js';
 import { CR0_PE, CR0_PG, CR0_TS } from './constants.js';
+import { cpuid, rdmsrInstruction, wrmsrInstruction } from './cpuid.js';
+import { executeWait, executeX87, fxrstor, fxsave } from './fpu/x87.js';
 
 function regV(c: X86Cpu, r: number): number {
   return c.opsize32 ? c.r32[r]! : c.r16[r << 1]!;
@@ -338,6 +340,8 @@ function bcd(c: X86Cpu, op: number): void {
 /** Executes one instruction (or, for REP string instructions, a run of iterations). */
 export function step(c: X86Cpu): void {
   c.startEsp = c.r32[4]!;
+  // The shadow of STI / MOV SS covers exactly one instruction: this one.
+  c.interruptShadow = false;
   c.flagsSaved = false;
   c.prefixSeg = -1;
   c.opsize32 = c.code32;
@@ -359,10 +363,40 @@ export function step(c: X86Cpu): void {
       case 0x67: c.addrsize32 = !c.code32; break;
       case 0xf0: c.lockPrefix = true; break;
       case 0xf2: case 0xf3: c.repPrefix = op; break;
-      default: execute(c, op); return;
+      default:
+        if (c.lockPrefix && !lockable(c, op)) c.undefinedOpcode();
+        execute(c, op);
+        return;
     }
     op = c.fetch8();
   }
+}
+
+/**
+ * LOCK is valid only on read-modify-write instructions with a memory destination; anything
+ * else is #UD. Looks at the opcode and the ModRM byte that follows without consuming it.
+ */
+function lockable(c: X86Cpu, op: number): boolean {
+  const peek = (i: number) => c.readLin8((c.segBase[CS]! + c.eip + i) | 0);
+  let modrm: number;
+  if (op === 0x0f) {
+    const op2 = peek(0);
+    modrm = peek(1);
+    const reg = (modrm >> 3) & 7;
+    const ok = op2 === 0xab || op2 === 0xb3 || op2 === 0xbb || op2 === 0xb0 || op2 === 0xb1 || op2 === 0xc0 || op2 === 0xc1 ||
+      (op2 === 0xba && reg >= 5) || (op2 === 0xc7 && reg === 1);
+    return ok && modrm < 0xc0;
+  }
+  modrm = peek(0);
+  const reg = (modrm >> 3) & 7;
+  let ok: boolean;
+  if (op < 0x40) ok = (op & 7) < 2 && (op >> 3) !== 7;
+  else if (op >= 0x80 && op <= 0x83) ok = reg !== 7;
+  else if (op === 0x86 || op === 0x87) ok = true;
+  else if (op === 0xf6 || op === 0xf7) ok = reg === 2 || reg === 3;
+  else if (op === 0xfe || op === 0xff) ok = reg < 2;
+  else ok = false;
+  return ok && modrm < 0xc0;
 }
 
 function execute(c: X86Cpu, op: number): void {
@@ -384,7 +418,7 @@ function execute(c: X86Cpu, op: number): void {
     case 0x0e: c.push(c.segSel[CS]!); return;
     case 0x0f: executeTwoByte(c, c.fetch8()); return;
     case 0x16: c.push(c.segSel[SS]!); return;
-    case 0x17: popSeg(c, SS); c.interruptShadow = true; return;
+    case 0x17: popSeg(c, SS); c.interruptShadow = true; c.shadowFromMovSs = true; return;
     case 0x1e: c.push(c.segSel[DS]!); return;
     case 0x1f: popSeg(c, DS); return;
     case 0x27: case 0x2f: case 0x37: case 0x3f: bcd(c, op); return;
@@ -517,7 +551,7 @@ function execute(c: X86Cpu, op: number): void {
       const sreg = (c.modrm >> 3) & 7;
       if (sreg === CS || sreg > 5) c.undefinedOpcode();
       c.loadSeg(sreg, readRm16(c));
-      if (sreg === SS) c.interruptShadow = true;
+      if (sreg === SS) { c.interruptShadow = true; c.shadowFromMovSs = true; }
       return;
     }
     case 0x8f: { // POP r/m
@@ -556,8 +590,7 @@ function execute(c: X86Cpu, op: number): void {
       farJump(c, sel, off, true);
       return;
     }
-    case 0x9b: // WAIT: no x87 exceptions can be pending yet.
-      return;
+    case 0x9b: executeWait(c); return; // WAIT/FWAIT
     case 0x9c: { // PUSHF
       if ((c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) throw new EmulationGap('PUSHF in V86 mode');
       const f = c.getEflags() & ~(RF | VM);
@@ -677,7 +710,8 @@ function execute(c: X86Cpu, op: number): void {
       return;
     }
     case 0xd8: case 0xd9: case 0xda: case 0xdb: case 0xdc: case 0xdd: case 0xde: case 0xdf:
-      throw new EmulationGap(`x87 instruction ${op.toString(16)}`);
+      executeX87(c, op);
+      return;
     case 0xe0: case 0xe1: case 0xe2: { // LOOPNE, LOOPE, LOOP
       const rel = (c.fetch8() << 24) >> 24;
       const count = c.addrsize32 ? (c.r32[1]! - 1) | 0 : (c.r16[2]! - 1) & 0xffff;
@@ -728,7 +762,7 @@ function execute(c: X86Cpu, op: number): void {
       return;
     case 0xfb: // STI
       if (c.protectedMode && c.cpl > ((c.flags & IOPL) >> 12)) throw new EmulationGap('STI above IOPL (VME/PVI)');
-      if (!(c.flags & IF)) c.interruptShadow = true;
+      if (!(c.flags & IF)) { c.interruptShadow = true; c.shadowFromMovSs = false; }
       c.flags |= IF;
       return;
     case 0xfc: c.flags &= ~DF; return;
@@ -794,6 +828,7 @@ function softwareInterrupt(c: X86Cpu, vector: number): void {
 }
 
 function iret(c: X86Cpu): void {
+  c.nmiBlocked = false;
   if ((c.flags & VM) !== 0) throw new EmulationGap('IRET in virtual-8086 mode');
   if (c.protectedMode) {
     const cpl = c.cpl;
@@ -820,6 +855,18 @@ function executeTwoByte(c: X86Cpu, op: number): void {
     case 0x06: requireCpl0(c); c.cr0 &= ~CR0_TS; return; // CLTS
     case 0x08: case 0x09: requireCpl0(c); return; // INVD, WBINVD: there are no caches to write back.
     case 0x20: case 0x22: moveControlRegister(c, op === 0x22); return;
+    case 0x30: wrmsrInstruction(c); return;
+    case 0x31: { // RDTSC
+      if (c.protectedMode && c.cpl !== 0 && (c.cr4 & 4) !== 0) c.fault(Vector.GP, 0);
+      const t = c.readTsc();
+      c.r32[0] = t % 0x1_0000_0000; c.r32[2] = Math.floor(t / 0x1_0000_0000);
+      return;
+    }
+    case 0x32: rdmsrInstruction(c); return;
+    case 0x33: c.fault(Vector.GP, 0); // RDPMC: there are no performance counters.
+    case 0x34: sysenter(c); return;
+    case 0x35: sysexit(c); return;
+    case 0xa2: cpuid(c); return;
     case 0x0b: c.undefinedOpcode(); // UD2
     case 0x1f: decodeModrm(c); return; // NOP r/m
     case 0x40: case 0x41: case 0x42: case 0x43: case 0x44: case 0x45: case 0x46: case 0x47:
@@ -866,6 +913,13 @@ function executeTwoByte(c: X86Cpu, op: number): void {
       return;
     }
     case 0xaf: decodeModrm(c); imulReg(c, (c.modrm >> 3) & 7, regV(c, (c.modrm >> 3) & 7), readRmV(c)); return;
+    case 0xae: { // FXSAVE /0, FXRSTOR /1 (memory); the SSE forms (LDMXCSR, fences, ...) are #UD without SSE.
+      decodeModrm(c);
+      const r = (c.modrm >> 3) & 7;
+      if (isReg(c) || r > 1 || c.lockPrefix) c.undefinedOpcode();
+      if (r === 0) fxsave(c, c.eaSeg, c.eaOff); else fxrstor(c, c.eaSeg, c.eaOff);
+      return;
+    }
     case 0xb6: decodeModrm(c); setRegV(c, (c.modrm >> 3) & 7, readRm8(c)); return;
     case 0xb7: decodeModrm(c); setRegV(c, (c.modrm >> 3) & 7, readRm16(c)); return;
     case 0xbe: decodeModrm(c); setRegV(c, (c.modrm >> 3) & 7, (readRm8(c) << 24) >> 24); return;
@@ -893,16 +947,16 @@ function executeTwoByte(c: X86Cpu, op: number): void {
     case 0xc0: case 0xc1: { // XADD
       decodeModrm(c);
       const reg = (c.modrm >> 3) & 7;
+      // The register gets the old destination first, so that with reg = r/m the sum wins;
+      // for memory the store still comes first (nothing is committed before it can fault).
       if (op === 0xc0) {
         const a = readRmForUpdate8(c), b = c.getReg8(reg);
         const r = alu(c, 0, a, b, 8);
-        writeRm8(c, r);
-        c.setReg8(reg, a);
+        if (isReg(c)) { c.setReg8(reg, a); writeRm8(c, r); } else { writeRm8(c, r); c.setReg8(reg, a); }
       } else {
         const a = readRmForUpdateV(c), b = regV(c, reg);
         const r = alu(c, 0, a, b, bitsV(c));
-        writeRmV(c, r);
-        setRegV(c, reg, a);
+        if (isReg(c)) { setRegV(c, reg, a); writeRmV(c, r); } else { writeRmV(c, r); setRegV(c, reg, a); }
       }
       return;
     }
@@ -1122,4 +1176,27 @@ function moveControlRegister(c: X86Cpu, toCr: boolean): void {
       c.cr4 = v; c.flushTlb(true); return;
     default: c.undefinedOpcode();
   }
+}
+
+/** SYSENTER: flat ring-0 CS/SS from IA32_SYSENTER_CS, ESP/EIP from the other two MSRs. */
+function sysenter(c: X86Cpu): void {
+  if (!c.protectedMode || (c.sysenterCs & 0xfffc) === 0) c.fault(Vector.GP, 0);
+  const cs = c.sysenterCs & 0xfffc;
+  c.flags &= ~(VM | IF | RF);
+  c.loadSegRaw(CS, cs, 0, 0xffffffff, 0xb | 0x10 | 0x80 | 0x4000 | 0x8000);
+  c.loadSegRaw(SS, cs + 8, 0, 0xffffffff, 0x3 | 0x10 | 0x80 | 0x4000 | 0x8000);
+  c.updateMode();
+  c.r32[4] = c.sysenterEsp;
+  c.eip = c.sysenterEip;
+}
+
+/** SYSEXIT: flat ring-3 CS/SS at IA32_SYSENTER_CS + 16 / + 24; ESP = ECX, EIP = EDX. */
+function sysexit(c: X86Cpu): void {
+  if (!c.protectedMode || (c.flags & VM) !== 0 || c.cpl !== 0 || (c.sysenterCs & 0xfffc) === 0) c.fault(Vector.GP, 0);
+  const base = c.sysenterCs & 0xfffc;
+  c.loadSegRaw(CS, (base + 16) | 3, 0, 0xffffffff, 0xb | 0x10 | 0x60 | 0x80 | 0x4000 | 0x8000);
+  c.loadSegRaw(SS, (base + 24) | 3, 0, 0xffffffff, 0x3 | 0x10 | 0x60 | 0x80 | 0x4000 | 0x8000);
+  c.updateMode();
+  c.r32[4] = c.r32[1]!;
+  c.eip = c.r32[2]!;
 }

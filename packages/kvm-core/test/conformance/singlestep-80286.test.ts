@@ -6,8 +6,8 @@ import { SingleStepRunner, listFiles, sharedVectorsPresent } from './singlestep-
 const present = sharedVectorsPresent();
 if (!present && process.env.CI) throw new Error('shared/cpu-tests/singlestep-80286 is missing: CI must run with ../shared beside the repo');
 
-/** Files whose instructions are not implemented yet (x87 comes with the full i686 CPU). */
-const NOT_YET_IMPLEMENTED = new Set(['D8.jsonl.gz']);
+/** Files whose instructions are not implemented yet. */
+const NOT_YET_IMPLEMENTED = new Set<string>();
 
 describe.skipIf(!present)('80286 real-mode vectors (hardware-captured)', () => {
   const runner = present ? new SingleStepRunner() : undefined!;

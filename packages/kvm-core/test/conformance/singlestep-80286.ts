@@ -95,7 +95,21 @@ export class SingleStepRunner {
 
   runCase(t: SingleStepTest, mask: number): CaseResult {
     const first = this.runOnce(t, mask, false);
-    if (first.ok || t.exception?.number !== 13) return first;
+    if (first.ok) return first;
+    const lockAt = lockPrefixIndex(t.bytes);
+    if (lockAt >= 0 && t.exception?.number !== 6) {
+      // The 286 ignores LOCK everywhere; a 386+ raises #UD unless the instruction is a locked
+      // read-modify-write of memory. The case is a 286 difference only if it passes with the
+      // LOCK byte replaced by a segment prefix that changes nothing: the instruction's default
+      // segment, or the override it already has (the last segment prefix wins); any of them
+      // is ignored when there is no memory operand.
+      for (const prefix of [0x3e, 0x36, 0x26, 0x2e]) {
+        const again = this.runCase(withPrefixByte(t, lockAt, prefix), mask);
+        if (again.ok || again.known286Difference) return { ok: false, known286Difference: true, unimplemented: false, detail: '#UD for LOCK on a 386+' };
+      }
+      return first;
+    }
+    if (t.exception?.number !== 13) return first;
     // The 286 raises #GP(13) for a word at offset 0xFFFF even through SS, where a 386+ raises
     // #SS(12). Route vector 12 to the test's #GP handler and run again: a pass then means the
     // only difference is that documented one.
@@ -125,6 +139,13 @@ export class SingleStepRunner {
     });
     for (const [a, b] of t.initial.ram) ram[a] = b;
     if (aliasSsToGp) ram.copyWithin(48, 52, 56);
+    // LOCK on a form that cannot be locked is #UD on a 386+ but ignored by the 286: point #UD
+    // at the test's closing HLT so such a case stops at once (and is classified below).
+    const locked = /^(26|2e|36|3e|f2|f3)*f0/.test(t.bytes);
+    if (locked && !t.initial.ram.some(([a]) => a >= 24 && a < 28)) {
+      const hltIp = init.ip + t.bytes.length / 2 - 1;
+      ram[24] = hltIp & 0xff; ram[25] = hltIp >> 8; ram[26] = init.cs & 0xff; ram[27] = init.cs >> 8;
+    }
 
     const run = vcpu.runData;
     let intr = 0;
@@ -174,6 +195,39 @@ export class SingleStepRunner {
   }
 }
 
+/** The 16-bit offset of a ModRM memory operand (null for a register operand); `rest` is the hex after the ModRM byte. */
+function effectiveAddress16(modrm: number, r: Regs16, rest: string): number | null {
+  const mod = modrm >> 6, rm = modrm & 7;
+  if (mod === 3) return null;
+  const byte = (i: number) => parseInt(rest.slice(i * 2, i * 2 + 2), 16);
+  if (mod === 0 && rm === 6) return byte(0) | (byte(1) << 8);
+  const base = [r.bx + r.si, r.bx + r.di, r.bp + r.si, r.bp + r.di, r.si, r.di, r.bp, r.bx][rm]!;
+  const disp = mod === 1 ? (byte(0) << 24) >> 24 : mod === 2 ? byte(0) | (byte(1) << 8) : 0;
+  return (base + disp) & 0xffff;
+}
+
+/** Position of a LOCK (F0) byte among the instruction's prefixes, or -1. */
+function lockPrefixIndex(bytes: string): number {
+  for (let i = 0; i < bytes.length; i += 2) {
+    const b = bytes.slice(i, i + 2);
+    if (b === 'f0') return i / 2;
+    if (!['26', '2e', '36', '3e', 'f2', 'f3'].includes(b)) return -1;
+  }
+  return -1;
+}
+
+/** A copy of the case with instruction byte `index` replaced by `value` (in `bytes` and in RAM). */
+function withPrefixByte(t: SingleStepTest, index: number, value: number): SingleStepTest {
+  const r = t.initial.regs;
+  const addr = (r.cs << 4) + ((r.ip + index) & 0xffff);
+  const hex = value.toString(16).padStart(2, '0');
+  return {
+    ...t,
+    bytes: t.bytes.slice(0, index * 2) + hex + t.bytes.slice(index * 2 + 2),
+    initial: { ...t.initial, ram: t.initial.ram.map(([a, b]) => [a, a === addr ? value : b] as [number, number]) },
+  };
+}
+
 /** 286 behaviours that a 386+/i686 core does not reproduce (the README's list, and the 286's lack of FS/GS). */
 function isKnown286Difference(t: SingleStepTest, problems: string[]): boolean {
   const len = t.bytes.length / 2 - 1; // the trailing f4 is not part of the instruction
@@ -182,6 +236,13 @@ function isKnown286Difference(t: SingleStepTest, problems: string[]): boolean {
   // The 286 updates SP, SI, DI or CX before it faults on a word at offset 0xFFFF; a 386+
   // restarts the instruction with nothing changed.
   if (t.exception?.number === 13 && problems.every((p) => /^(sp|si|di|cx)=/.test(p))) return true;
+  // ESC (D8) on the test machine, which had no FPU, only computed the address. An i686 with an
+  // FPU reads the 4-byte operand and faults (#SS/#GP) when it runs past offset 0xFFFF.
+  const esc = /^((?:26|2e|36|3e|f0|f2|f3)*)d8([0-9a-f]{2})/.exec(t.bytes);
+  if (esc && !t.exception) {
+    const ea = effectiveAddress16(parseInt(esc[2]!, 16), t.initial.regs, t.bytes.slice(esc[1]!.length + 4));
+    if (ea !== null && ea + 3 > 0xffff) return true;
+  }
   // POP r/m: the 286 commits the SP increment before the faulting write, so its exception frame sits 2 bytes higher.
   if (t.exception?.number === 13 && /^(26|2e|36|3e|f0|f2|f3)*8f/.test(t.bytes) && problems.some((p) => p.startsWith('sp='))) return true;
   // FS and GS (sreg 4, 5) arrived with the 386: on the 286, MOV to or from them is #UD.
