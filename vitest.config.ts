@@ -21,5 +21,8 @@ export default defineConfig({
     environment: 'node',
     pool: 'forks',
     testTimeout: 120_000,
+    // In CI, also write a JSON report so .ci/run can print a plain "N passed, N failed" line.
+    reporters: process.env.CI ? ['default', 'json'] : ['default'],
+    outputFile: process.env.CI ? { json: 'vitest-report.json' } : undefined,
   },
 });

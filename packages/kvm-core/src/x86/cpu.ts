@@ -357,6 +357,7 @@ export class X86Cpu {
 
   /** Changes the current privilege level and the TLB's user/supervisor view with it. */
   setCpl(cpl: number): void {
+    this.fetchMax = -1;
     this.cpl = cpl;
     this.userAccess = cpl === 3;
     this.tlbNeed = this.userAccess ? TLB_USER - 1 : 0;
@@ -367,6 +368,7 @@ export class X86Cpu {
   }
 
   loadSegRaw(seg: number, sel: number, base: number, limit: number, ar: number): void {
+    if (seg === CS) this.fetchMax = -1;
     this.segSel[seg] = sel;
     this.segBase[seg] = base | 0;
     this.segLimit[seg] = limit >>> 0;
@@ -380,7 +382,7 @@ export class X86Cpu {
       // Real and V86 mode: only the selector and base change; limit and attributes are kept.
       this.segSel[seg] = sel;
       this.segBase[seg] = sel << 4;
-      if (seg === CS) this.updateMode();
+      if (seg === CS) { this.fetchMax = -1; this.updateMode(); }
       return;
     }
     if (seg === CS) throw new EmulationGap('CS is loaded only by far transfers in protected mode');
@@ -442,6 +444,7 @@ export class X86Cpu {
 
   /** Drops cached translations; global pages (CR4.PGE) survive unless `all`. */
   flushTlb(all = true): void {
+    this.fetchMax = -1;
     const list = this.tlbList;
     if (this.tlbCount > TLB_LIST_MAX) {
       this.tlbRead.fill(0); this.tlbWrite.fill(0); this.tlbGlobal.fill(0);
@@ -459,6 +462,7 @@ export class X86Cpu {
 
   /** INVLPG: forgets one page's translation, global or not. */
   invalidatePage(lin: number): void {
+    this.fetchMax = -1;
     const p = lin >>> 12;
     this.tlbRead[p] = 0; this.tlbWrite[p] = 0; this.tlbGlobal[p] = 0;
   }
@@ -710,11 +714,47 @@ export class X86Cpu {
 
   // --- Instruction fetch ----------------------------------------------------------------------
 
+  /**
+   * The fetch window: EIPs in [fetchMin, fetchMax] lie in one cached code page inside the CS
+   * limit, and their bytes are fetchMem[eip + fetchDelta]. Dropped (fetchMax = -1) whenever CS,
+   * the CPL or any translation changes.
+   */
+  private fetchMem: Uint8Array = new Uint8Array(0);
+  private fetchDelta = 0;
+  private fetchMin = 0;
+  private fetchMax = -1;
+
+  dropFetchWindow(): void {
+    this.fetchMax = -1;
+  }
+
   fetch8(): number {
-    const eip = this.eip;
-    if ((eip >>> 0) > this.segLimit[CS]!) this.fault(Vector.GP, 0);
+    const eip = this.eip >>> 0;
+    if (eip <= this.fetchMax && eip >= this.fetchMin) {
+      this.eip = (eip + 1) | 0;
+      return this.fetchMem[eip + this.fetchDelta]!;
+    }
+    return this.fetch8Slow();
+  }
+
+  private fetch8Slow(): number {
+    const eip = this.eip >>> 0;
+    const limit = this.segLimit[CS]!;
+    if (eip > limit) this.fault(Vector.GP, 0);
+    const lin = (this.segBase[CS]! + eip) | 0;
+    const v = this.readLin8(lin);
     this.eip = (eip + 1) | 0;
-    return this.readLin8((this.segBase[CS]! + eip) | 0);
+    // Open a window on this page if it is RAM visible at the current privilege.
+    const p = lin >>> 12;
+    const s = this.tlbRead[p]!;
+    if (s > this.tlbNeed) {
+      const pageStart = eip - (lin & 0xfff);
+      this.fetchMem = this.mems[s & TLB_SLOT]!;
+      this.fetchDelta = this.segBase[CS]! + this.tlbReadOff[p]!;
+      this.fetchMin = Math.max(pageStart, 0);
+      this.fetchMax = Math.min(pageStart + 0xfff, limit);
+    }
+    return v;
   }
   fetch16(): number {
     return this.fetch8() | (this.fetch8() << 8);
@@ -829,22 +869,40 @@ export class X86Cpu {
     this.eip = ip;
   }
 
-  /** Delivers the pending fault, escalating to #DF and to shutdown as the hardware does. */
+  /**
+   * Delivers the pending fault. A second fault while delivering it follows the SDM's classes
+   * (vol. 3, 6.15, table 6-5): contributory (#DE #TS #NP #SS #GP) after contributory, and #PF
+   * or contributory after #PF, become #DF (error code 0); any other pair is handled serially
+   * (the second fault is delivered instead). A fault while delivering #DF is a triple fault:
+   * returns false for shutdown.
+   */
   private deliverFault(): boolean {
     let vector = this.faultVector;
-    for (let depth = 0; ; depth++) {
+    let error = this.faultHasError ? this.faultError : -1;
+    // Each step either escalates or moves to a fault of a higher class, so this ends quickly.
+    for (let attempt = 0; attempt < 8; attempt++) {
       try {
         const pm = (this.cr0 & CR0_PE) !== 0;
-        const error = vector === Vector.DF ? 0 : this.faultHasError && pm ? this.faultError : -1;
-        this.interrupt(vector, this.startEip, error);
+        this.interrupt(vector, this.startEip, pm ? error : -1);
         return true;
       } catch (e) {
         if (e !== FAULT) throw e;
-        if (depth >= 1 || vector === Vector.DF) return false;
+        if (vector === Vector.DF) return false;
+        // Delivery writes its frame before it changes any register: only ESP needs undoing.
         this.r32[4] = this.startEsp;
-        vector = Vector.DF;
+        const second = this.faultVector;
+        const contributory = (v: number) => v === Vector.DE || (v >= Vector.TS && v <= Vector.GP);
+        const double = contributory(second) ? contributory(vector) || vector === Vector.PF : second === Vector.PF && vector === Vector.PF;
+        if (double) {
+          vector = Vector.DF;
+          error = 0;
+        } else {
+          vector = second;
+          error = this.faultHasError ? this.faultError : -1;
+        }
       }
     }
+    return false;
   }
 
   /** Instructions retired so far, counting the current time slice. */
@@ -882,6 +940,9 @@ export class X86Cpu {
    */
   private serviceEvents(): boolean {
     const run = this.run;
+    // A fault while delivering the event goes through deliverFault like an instruction's,
+    // with nothing of the previous instruction left to roll back.
+    this.flagsSaved = false;
     if (this.pendingNmi && !this.nmiBlocked && !(this.interruptShadow && this.shadowFromMovSs)) {
       this.pendingNmi = false;
       this.nmiBlocked = true;
