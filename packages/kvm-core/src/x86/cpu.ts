@@ -78,6 +78,8 @@ export class X86Cpu {
   gdtBase = 0; gdtLimit = 0xffff;
   idtBase = 0; idtLimit = 0xffff;
   cr0 = 0x60000010; cr2 = 0; cr3 = 0; cr4 = 0;
+  /** DR0–DR7 (DR4/DR5 unused: they alias DR6/DR7). Values only; breakpoints do not fire. */
+  readonly dr = new Int32Array(8);
   efer = 0;
   apicBase = 0xfee00900;
   cpl = 0;
@@ -197,6 +199,9 @@ export class X86Cpu {
     this.loadSegRaw(TR, 0, 0, 0xffff, AR_P | 0xb);
     this.gdtBase = 0; this.gdtLimit = 0xffff; this.idtBase = 0; this.idtLimit = 0xffff;
     this.cr0 = 0x60000010; this.cr2 = 0; this.cr3 = 0; this.cr4 = 0; this.efer = 0;
+    this.dr.fill(0);
+    this.dr[6] = 0xffff0ff0 | 0;
+    this.dr[7] = 0x400;
     this.halted = false;
     this.interruptShadow = false;
     this.pendingIrq = -1;

@@ -6,7 +6,7 @@ import { CS, DS, ES, EmulationGap, FS, GS, SS } from './constants.js';
 import { alu, divRem, divs64, divu64, doubleShift, mulHigh, mulu32, muls32, shift } from './alu.js';
 import { AC, AF, CF, DF, ID, IF, IOPL, LazyOp, NT, OF, RF, SF, TF, VM, ZF } from './flags.js';
 import { Vector } from './exceptions.js';
-import { farReturn, farTransfer, iretProtected, loadSystemSegment, probeDescriptor } from './protected.js';
+import { checkIoPermission, farReturn, farTransfer, iretProtected, loadSystemSegment, probeDescriptor } from './protected.js';
 import { CR0_PE, CR0_PG, CR0_TS } from './constants.js';
 import { cpuid, rdmsrInstruction, wrmsrInstruction } from './cpuid.js';
 import { executeWait, executeX87, fxrstor, fxsave } from './fpu/x87.js';
@@ -116,7 +116,7 @@ function stringOp(c: X86Cpu, kind: number, size: number): void {
         break;
       }
       case STR_INS: {
-        checkIoPrivilege(c);
+        checkIoPrivilege(c, c.r16[4]!, size);
         // The destination is probed first: a fault must not follow a completed port read.
         c.checkLimit(ES, di, size);
         const v = c.ioIn(c.r16[4]!, size);
@@ -125,7 +125,7 @@ function stringOp(c: X86Cpu, kind: number, size: number): void {
         break;
       }
       default: { // OUTS
-        checkIoPrivilege(c);
+        checkIoPrivilege(c, c.r16[4]!, size);
         const v = size === 1 ? c.read8(srcSeg, si) : size === 2 ? c.read16(srcSeg, si) : c.read32(srcSeg, si);
         c.ioOut(c.r16[4]!, size, v);
         useSi = true;
@@ -151,10 +151,9 @@ function stringOp(c: X86Cpu, kind: number, size: number): void {
   }
 }
 
-function checkIoPrivilege(c: X86Cpu): void {
-  if (c.protectedMode && (c.cpl > ((c.flags & IOPL) >> 12) || (c.flags & VM) !== 0)) {
-    throw new EmulationGap('I/O permission bitmap check');
-  }
+/** IN/OUT/INS/OUTS of `size` bytes at `port`: above IOPL, and always in V86 mode, the TSS's I/O bitmap decides. */
+function checkIoPrivilege(c: X86Cpu, port: number, size: number): void {
+  if (c.protectedMode && (c.cpl > ((c.flags & IOPL) >> 12) || (c.flags & VM) !== 0)) checkIoPermission(c, port, size);
 }
 
 // Group opcodes ----------------------------------------------------------------------------
@@ -468,9 +467,15 @@ function execute(c: X86Cpu, op: number): void {
       if (v < lo || v > hi) c.fault(Vector.BR, 0, false);
       return;
     }
-    case 0x63: // ARPL is not recognised in real and V86 mode.
+    case 0x63: { // ARPL r/m16, r16 (not recognised in real and V86 mode)
       if (!c.protectedMode || (c.flags & VM) !== 0) c.undefinedOpcode();
-      throw new EmulationGap('ARPL');
+      decodeModrm(c);
+      const dst = readRm16(c), src = c.r16[((c.modrm >> 3) & 7) << 1]!;
+      const raise = (dst & 3) < (src & 3);
+      if (raise) writeRm16(c, (dst & ~3) | (src & 3));
+      c.setFlag(ZF, raise);
+      return;
+    }
     case 0x68: c.push(c.fetchImm()); return;
     case 0x6a: c.push((c.fetch8() << 24) >> 24); return;
     case 0x69: case 0x6b: { // IMUL r, r/m, imm
@@ -592,13 +597,13 @@ function execute(c: X86Cpu, op: number): void {
     }
     case 0x9b: executeWait(c); return; // WAIT/FWAIT
     case 0x9c: { // PUSHF
-      if ((c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) throw new EmulationGap('PUSHF in V86 mode');
+      if ((c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) c.fault(Vector.GP, 0); // no VME
       const f = c.getEflags() & ~(RF | VM);
       c.push(f);
       return;
     }
     case 0x9d: { // POPF
-      if ((c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) throw new EmulationGap('POPF in V86 mode');
+      if ((c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) c.fault(Vector.GP, 0); // no VME
       const v = c.opsize32 ? c.read32(SS, c.sp) : c.read16(SS, c.sp);
       c.adjustSp(c.opsize32 ? 4 : 2);
       writeFlags(c, v, c.opsize32);
@@ -683,7 +688,7 @@ function execute(c: X86Cpu, op: number): void {
       return;
     }
     case 0xcc: softwareInterrupt(c, 3); return;
-    case 0xcd: softwareInterrupt(c, c.fetch8()); return;
+    case 0xcd: softwareInterrupt(c, c.fetch8(), true); return;
     case 0xce: if (c.getOF()) softwareInterrupt(c, 4); return;
     case 0xcf: iret(c); return;
     case 0xd4: { // AAM
@@ -727,10 +732,10 @@ function execute(c: X86Cpu, op: number): void {
       if ((c.addrsize32 ? c.r32[1]! : c.r16[2]!) === 0) jumpRel(c, rel);
       return;
     }
-    case 0xe4: checkIoPrivilege(c); c.r8[0] = c.ioIn(c.fetch8(), 1); return;
-    case 0xe5: { checkIoPrivilege(c); const port = c.fetch8(); if (c.opsize32) c.r32[0] = c.ioIn(port, 4); else c.r16[0] = c.ioIn(port, 2); return; }
-    case 0xe6: checkIoPrivilege(c); c.ioOut(c.fetch8(), 1, c.r8[0]!); return;
-    case 0xe7: { checkIoPrivilege(c); const port = c.fetch8(); c.ioOut(port, c.opsize32 ? 4 : 2, c.opsize32 ? c.r32[0]! : c.r16[0]!); return; }
+    case 0xe4: { const port = c.fetch8(); checkIoPrivilege(c, port, 1); c.r8[0] = c.ioIn(port, 1); return; }
+    case 0xe5: { const port = c.fetch8(); checkIoPrivilege(c, port, c.opsize32 ? 4 : 2); if (c.opsize32) c.r32[0] = c.ioIn(port, 4); else c.r16[0] = c.ioIn(port, 2); return; }
+    case 0xe6: { const port = c.fetch8(); checkIoPrivilege(c, port, 1); c.ioOut(port, 1, c.r8[0]!); return; }
+    case 0xe7: { const port = c.fetch8(); checkIoPrivilege(c, port, c.opsize32 ? 4 : 2); c.ioOut(port, c.opsize32 ? 4 : 2, c.opsize32 ? c.r32[0]! : c.r16[0]!); return; }
     case 0xe8: { // CALL rel
       const rel = c.opsize32 ? c.fetch32() : (c.fetch16() << 16) >> 16;
       const ret = c.eip;
@@ -743,11 +748,11 @@ function execute(c: X86Cpu, op: number): void {
     case 0xe9: { const rel = c.opsize32 ? c.fetch32() : (c.fetch16() << 16) >> 16; jumpRel(c, rel); return; }
     case 0xea: { const off = c.fetchImm(); const sel = c.fetch16(); farJump(c, sel, off, false); return; }
     case 0xeb: { const rel = (c.fetch8() << 24) >> 24; jumpRel(c, rel); return; }
-    case 0xec: checkIoPrivilege(c); c.r8[0] = c.ioIn(c.r16[4]!, 1); return;
-    case 0xed: checkIoPrivilege(c); if (c.opsize32) c.r32[0] = c.ioIn(c.r16[4]!, 4); else c.r16[0] = c.ioIn(c.r16[4]!, 2); return;
-    case 0xee: checkIoPrivilege(c); c.ioOut(c.r16[4]!, 1, c.r8[0]!); return;
-    case 0xef: checkIoPrivilege(c); c.ioOut(c.r16[4]!, c.opsize32 ? 4 : 2, c.opsize32 ? c.r32[0]! : c.r16[0]!); return;
-    case 0xf1: throw new EmulationGap('INT1 (ICEBP)');
+    case 0xec: checkIoPrivilege(c, c.r16[4]!, 1); c.r8[0] = c.ioIn(c.r16[4]!, 1); return;
+    case 0xed: checkIoPrivilege(c, c.r16[4]!, c.opsize32 ? 4 : 2); if (c.opsize32) c.r32[0] = c.ioIn(c.r16[4]!, 4); else c.r16[0] = c.ioIn(c.r16[4]!, 2); return;
+    case 0xee: checkIoPrivilege(c, c.r16[4]!, 1); c.ioOut(c.r16[4]!, 1, c.r8[0]!); return;
+    case 0xef: checkIoPrivilege(c, c.r16[4]!, c.opsize32 ? 4 : 2); c.ioOut(c.r16[4]!, c.opsize32 ? 4 : 2, c.opsize32 ? c.r32[0]! : c.r16[0]!); return;
+    case 0xf1: c.interrupt(Vector.DB, c.eip); return; // INT1 (ICEBP): a #DB trap, no gate DPL check
     case 0xf4: // HLT
       if (c.protectedMode && c.cpl !== 0) c.fault(Vector.GP, 0);
       c.hlt();
@@ -757,11 +762,11 @@ function execute(c: X86Cpu, op: number): void {
     case 0xf8: c.setFlag(CF, false); return;
     case 0xf9: c.setFlag(CF, true); return;
     case 0xfa: // CLI
-      if (c.protectedMode && c.cpl > ((c.flags & IOPL) >> 12)) throw new EmulationGap('CLI above IOPL (VME/PVI)');
+      if (c.protectedMode && c.cpl > ((c.flags & IOPL) >> 12)) c.fault(Vector.GP, 0); // no VME/PVI
       c.flags &= ~IF;
       return;
     case 0xfb: // STI
-      if (c.protectedMode && c.cpl > ((c.flags & IOPL) >> 12)) throw new EmulationGap('STI above IOPL (VME/PVI)');
+      if (c.protectedMode && c.cpl > ((c.flags & IOPL) >> 12)) c.fault(Vector.GP, 0); // no VME/PVI
       if (!(c.flags & IF)) { c.interruptShadow = true; c.shadowFromMovSs = false; }
       c.flags |= IF;
       return;
@@ -822,27 +827,31 @@ function enter(c: X86Cpu): void {
   if (c.stack32) c.r32[4] = newSp; else c.r16[8] = newSp;
 }
 
-function softwareInterrupt(c: X86Cpu, vector: number): void {
-  if ((c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) c.fault(Vector.GP, 0);
+/** INT n (`intN`), INT3, INTO. In V86 mode only INT n is IOPL-sensitive (there is no VME). */
+function softwareInterrupt(c: X86Cpu, vector: number, intN = false): void {
+  if (intN && (c.flags & VM) !== 0 && ((c.flags & IOPL) >> 12) < 3) c.fault(Vector.GP, 0);
   c.interrupt(vector, c.eip, -1, true);
 }
 
 function iret(c: X86Cpu): void {
   c.nmiBlocked = false;
-  if ((c.flags & VM) !== 0) throw new EmulationGap('IRET in virtual-8086 mode');
-  if (c.protectedMode) {
+  // In V86 mode IRET is IOPL-sensitive (no VME); with IOPL 3 it is the real-mode IRET, at CPL 3.
+  const v86 = (c.flags & VM) !== 0;
+  if (v86 && ((c.flags & IOPL) >> 12) < 3) c.fault(Vector.GP, 0);
+  if (c.protectedMode && !v86) {
     const cpl = c.cpl;
-    const { flags } = iretProtected(c, c.opsize32);
-    writeFlags(c, flags, c.opsize32, cpl);
+    const r = iretProtected(c, c.opsize32); // null: a task return or a return to V86 set EFLAGS itself
+    if (r) writeFlags(c, r.flags, c.opsize32, cpl);
     return;
   }
   const size = c.opsize32 ? 4 : 2;
   const ip = size === 4 ? c.read32(SS, c.sp) : c.read16(SS, c.sp);
   const cs = c.read16(SS, c.spOffset(size));
   const f = size === 4 ? c.read32(SS, c.spOffset(2 * size)) : c.read16(SS, c.spOffset(2 * size));
+  if (v86 && (ip >>> 0) > 0xffff) c.fault(Vector.GP, 0);
   realFarJump(c, cs, ip);
   c.adjustSp(3 * size);
-  writeFlags(c, f, c.opsize32, 0);
+  writeFlags(c, f, c.opsize32, v86 ? 3 : 0);
 }
 
 // Two-byte opcodes (0F xx) -------------------------------------------------------------------
@@ -995,8 +1004,37 @@ function executeTwoByte(c: X86Cpu, op: number): void {
       loadFarPointer(c, op === 0xb2 ? SS : op === 0xb4 ? FS : GS);
       return;
     }
+    case 0x18: case 0x19: case 0x1a: case 0x1b: case 0x1c: case 0x1d: case 0x1e:
+      decodeModrm(c); // hint NOPs (0F 18–1F) on P6-class CPUs
+      return;
+    case 0x21: case 0x23: moveDebugRegister(c, op === 0x23); return;
     default:
-      throw new EmulationGap(`opcode 0f ${op.toString(16).padStart(2, '0')}`);
+      // Everything else in the 0F map is undefined on this CPU (SSE, MMX, SYSCALL, RSM, …: none
+      // is advertised), so the guest gets #UD as it would on hardware.
+      c.undefinedOpcode();
+  }
+}
+
+/**
+ * MOV r32, DRn / MOV DRn, r32. The registers hold their values, but breakpoints are not
+ * armed: DR7 enables are stored and never fire (a documented gap).
+ */
+function moveDebugRegister(c: X86Cpu, toDr: boolean): void {
+  const m = c.fetch8();
+  let dr = (m >> 3) & 7;
+  const r = m & 7;
+  requireCpl0(c);
+  if (dr === 4 || dr === 5) {
+    if (c.cr4 & (1 << 3)) c.undefinedOpcode(); // CR4.DE: DR4/DR5 are reserved
+    dr += 2;
+  }
+  if (toDr) {
+    let v = c.r32[r]!;
+    if (dr === 6) v = (v & 0xe00f) | 0xffff0ff0;
+    else if (dr === 7) v = (v & 0xffff2fff) | 0x400;
+    c.dr[dr] = v;
+  } else {
+    c.r32[r] = c.dr[dr]!;
   }
 }
 
