@@ -12,8 +12,10 @@ import { Kvm, KVM_EXIT_HLT, KVM_EXIT_INTR, type KvmSegment } from '../src/index.
 interface Workload {
   name: string;
   description: string;
-  /** 32-bit code segment (flat, CPL 0, protected mode without paging). */
+  /** 32-bit code segment (flat, CPL 0, protected mode). */
   code32: boolean;
+  /** Paging on: 4 KiB pages identity-mapping the first 4 MiB. */
+  paging?: boolean;
   code: number[];
 }
 
@@ -54,6 +56,7 @@ const INSNS_PER_PASS = 9;
 const workloads: Workload[] = [
   { name: 'real-mode-loop', description: '16-bit real mode: load, ALU, shift, store, loop', code32: false, code: REAL_MODE_LOOP },
   { name: 'protected-mode-flat-loop', description: '32-bit flat protected mode, paging off: load, ALU, shift, store, loop', code32: true, code: PROTECTED_MODE_LOOP },
+  { name: 'protected-mode-paged-loop', description: '32-bit flat protected mode, 4 KiB paging: load, ALU, shift, store, loop', code32: true, paging: true, code: PROTECTED_MODE_LOOP },
 ];
 
 function measure(w: Workload, seconds: number): { mips: number; instructions: number; seconds: number } {
@@ -67,6 +70,12 @@ function measure(w: Workload, seconds: number): { mips: number; instructions: nu
   const immAt = w.code32 ? 1 : 2;
   code[immAt] = iterations & 0xff; code[immAt + 1] = (iterations >> 8) & 0xff; code[immAt + 2] = (iterations >> 16) & 0xff;
   new Uint8Array(mem).set(code, 0x8000);
+  const PD = 0x80000, PT = 0x81000;
+  if (w.paging) {
+    const dv = new DataView(mem);
+    dv.setUint32(PD, PT | 3, true);
+    for (let i = 0; i < 256; i++) dv.setUint32(PT + i * 4, (i << 12) | 3, true);
+  }
 
   let total = 0, elapsed = 0;
   while (elapsed < seconds * 1000) {
@@ -78,6 +87,7 @@ function measure(w: Workload, seconds: number): { mips: number; instructions: nu
     for (const s of [sregs.ds, sregs.es, sregs.ss, sregs.fs, sregs.gs]) seg(s, false);
     seg(sregs.cs, true);
     sregs.cr0 = w.code32 ? 0x11 : 0x10;
+    if (w.paging) { sregs.cr0 |= 0x80000000; sregs.cr3 = PD; }
     vcpu.setSregs(sregs);
     const regs = vcpu.getRegs();
     regs.rip = 0x8000; regs.rsp = 0x7000; regs.rflags = 2;
