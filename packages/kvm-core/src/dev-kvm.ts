@@ -14,11 +14,32 @@ import type {
 import { KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI } from './kvm-types.js';
 import { MSR_INDEX_LIST, readMsr, supportedCpuid, writeMsr } from './x86/cpuid.js';
 import { X86Cpu } from './x86/cpu.js';
+import { HostClock, InstructionClock, type GuestClock } from './time/clock.js';
+import { TimerQueue } from './time/timers.js';
 
 /** Kernel-side state behind a VM descriptor. */
 class VmObject {
   readonly memory = new GuestMemory();
   readonly vcpus = new Map<number, VcpuObject>();
+  clock: GuestClock = new HostClock();
+  timers = new TimerQueue(this.clock);
+
+  /** Instructions retired by all vCPUs (the source of an InstructionClock). */
+  retired(): number {
+    let n = 0;
+    for (const v of this.vcpus.values()) n += v.cpu.retired();
+    return n;
+  }
+
+  /** Switches to a clock mode; only before any vCPU has run, so guest time never jumps. */
+  setClockMode(mode: 'host' | 'instructions', nsPerInstruction = 1): void {
+    for (const v of this.vcpus.values()) {
+      if (v.cpu.retired() > 0) throw new KvmError('EBUSY', 'the clock mode can only be chosen before the vCPUs run');
+    }
+    this.clock = mode === 'host' ? new HostClock() : new InstructionClock(() => this.retired(), nsPerInstruction);
+    this.timers = new TimerQueue(this.clock);
+    for (const v of this.vcpus.values()) v.cpu.clock = this.clock;
+  }
 }
 
 /** Kernel-side state behind a vCPU descriptor. */
@@ -27,6 +48,7 @@ class VcpuObject {
   readonly cpu: X86Cpu;
   constructor(readonly vm: VmObject, readonly id: number) {
     this.cpu = new X86Cpu(vm.memory, this.run);
+    this.cpu.clock = vm.clock;
   }
 }
 
@@ -164,6 +186,18 @@ function vmIoctl(vm: VmObject, request: number, arg: unknown): number {
       vm.memory.getDirtyLog(d.slot, d.dirtyBitmap);
       return 0;
     }
+    case K.KVM_GET_CLOCK: {
+      const c = requireObject<{ clock: number; flags: number }>(arg, 'KVM_GET_CLOCK', []);
+      c.clock = vm.clock.nowNs();
+      c.flags = 0;
+      return 0;
+    }
+    case K.KVM_SET_CLOCK: {
+      const c = requireObject<{ clock: number }>(arg, 'KVM_SET_CLOCK', ['clock']);
+      if (!Number.isFinite(c.clock) || c.clock < 0) throw new KvmError('EINVAL', `KVM_SET_CLOCK: clock ${c.clock} is not a time in ns`);
+      vm.clock.setNs(c.clock);
+      return 0;
+    }
     case K.KVM_CLEAR_DIRTY_LOG: {
       const d = requireObject<KvmClearDirtyLog>(arg, 'KVM_CLEAR_DIRTY_LOG', ['slot', 'firstPage', 'numPages', 'dirtyBitmap']);
       if (!(d.dirtyBitmap instanceof Uint8Array)) throw new KvmError('EFAULT', 'KVM_CLEAR_DIRTY_LOG: dirtyBitmap must be a Uint8Array');
@@ -289,6 +323,17 @@ export function mmapRun(fd: number): KvmRun {
  * The VM's guest memory, for the VMM's own accesses (the counterpart of the VMM's mapping of
  * its slots). Writes through it are dirty-logged.
  */
+export function vmClock(fd: number): { clock: GuestClock; timers: TimerQueue; setMode: (mode: 'host' | 'instructions', nsPerInstruction?: number) => void } {
+  const obj = lookup(fd);
+  if (obj.kind !== 'vm') throw new KvmError('EINVAL', `fd ${fd} is not a VM descriptor`);
+  const vm = obj.vm;
+  return {
+    get clock() { return vm.clock; },
+    get timers() { return vm.timers; },
+    setMode: (mode, ns) => vm.setClockMode(mode, ns),
+  };
+}
+
 export function vmMemory(fd: number): GuestMemory {
   const obj = lookup(fd);
   if (obj.kind !== 'vm') throw new KvmError('EINVAL', `fd ${fd} is not a VM descriptor`);

@@ -9,7 +9,7 @@
 export { Kvm } from './ioctls/system.js';
 export { VmFd } from './ioctls/vm.js';
 export { VcpuFd } from './ioctls/vcpu.js';
-export { open, close, ioctl, mmapRun, vmMemory } from './dev-kvm.js';
+export { open, close, ioctl, mmapRun, vmMemory, vmClock } from './dev-kvm.js';
 export { KvmError } from './error.js';
 export type { Errno } from './error.js';
 export { KvmRun, KvmRunIo, KvmRunMmio, KvmRunInternal } from './kvm-run.js';
@@ -26,7 +26,7 @@ export {
   KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, KVM_CLEAR_DIRTY_LOG, KVM_RUN,
   KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS,
   KVM_GET_MSR_INDEX_LIST, KVM_GET_SUPPORTED_CPUID, KVM_INTERRUPT, KVM_GET_MSRS, KVM_SET_MSRS, KVM_SET_CPUID2, KVM_GET_CPUID2,
-  KVM_NMI, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_EXIT_IRQ_WINDOW_OPEN,
+  KVM_NMI, KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_EXIT_IRQ_WINDOW_OPEN,
   KVM_CAP_EXT_CPUID, KVM_CAP_USER_NMI, KVM_CAP_VCPU_EVENTS,
   KVM_CAP_HLT, KVM_CAP_USER_MEMORY, KVM_CAP_NR_VCPUS, KVM_CAP_NR_MEMSLOTS, KVM_CAP_MAX_VCPUS,
   KVM_CAP_READONLY_MEM, KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
@@ -37,3 +37,7 @@ export {
 } from './kvm-bindings.js';
 export type { KvmExitReason } from './kvm-bindings.js';
 export { CpuidFeature, Msr, CPUID_SIGNATURE } from './x86/cpuid.js';
+export { HostClock, InstructionClock } from './time/clock.js';
+export type { GuestClock } from './time/clock.js';
+export { TimerQueue } from './time/timers.js';
+export type { Timer } from './time/timers.js';

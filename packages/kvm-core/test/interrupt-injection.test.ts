@@ -151,7 +151,24 @@ describe('MSRs and CPUID', () => {
     vcpu.setMsrs([{ index: Msr.TSC, data: 2 ** 40 }]);
     const tsc = vcpu.getMsrs([Msr.TSC])[0]!.data;
     expect(tsc).toBeGreaterThanOrEqual(2 ** 40);
-    expect(tsc).toBeLessThan(2 ** 40 + 100);
+    expect(tsc).toBeLessThan(2 ** 40 + 1e9); // the host clock runs on between the two calls
+  });
+
+  it('the TSC follows the instruction clock exactly: 1 GHz, one instruction per ns', () => {
+    const { vm, vcpu } = guest((a) => {
+      a.raw([0x0f, 0x31]); // rdtsc
+      a.nop().nop().nop();
+      a.raw([0x66, 0x89, 0xc3]); // mov ebx, eax
+      a.raw([0x0f, 0x31]); // rdtsc
+      a.hlt();
+    });
+    vm.setClockMode('instructions');
+    vcpu.setMsrs([{ index: Msr.TSC, data: 1000 }]);
+    runUntil(vcpu, KVM_EXIT_HLT);
+    const r = vcpu.getRegs();
+    expect(r.rbx).toBe(1000); // first RDTSC: no instruction had retired yet
+    expect(r.rax).toBe(1005); // RDTSC + 3 NOPs + MOV retired before the second RDTSC
+    expect(vm.getClock()).toBe(7); // 7 instructions, 1 ns each (TSC offset not included)
   });
 
   it('RDMSR/WRMSR/RDTSC/CPUID from the guest, and KVM_SET_CPUID2 changes what CPUID returns', () => {

@@ -1,7 +1,9 @@
-import { close, ioctl, vmMemory } from '../dev-kvm.js';
+import { close, ioctl, vmClock, vmMemory } from '../dev-kvm.js';
+import type { GuestClock } from '../time/clock.js';
+import type { TimerQueue } from '../time/timers.js';
 import { KvmError } from '../error.js';
 import {
-  KVM_CHECK_EXTENSION, KVM_CLEAR_DIRTY_LOG, KVM_CREATE_VCPU, KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, PAGE_SIZE,
+  KVM_CHECK_EXTENSION, KVM_CLEAR_DIRTY_LOG, KVM_GET_CLOCK, KVM_SET_CLOCK, KVM_CREATE_VCPU, KVM_GET_DIRTY_LOG, KVM_SET_USER_MEMORY_REGION, PAGE_SIZE,
 } from '../kvm-bindings.js';
 import type { KvmUserspaceMemoryRegion } from '../kvm-types.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
@@ -14,6 +16,37 @@ export class VmFd {
 
   constructor(readonly fd: number) {
     this.memory = vmMemory(fd);
+  }
+
+  /** The VM's guest clock: the TSC and every device timer follow it. */
+  get clock(): GuestClock {
+    return vmClock(this.fd).clock;
+  }
+
+  /** The VM's timer queue, on which devices schedule their timers. */
+  get timers(): TimerQueue {
+    return vmClock(this.fd).timers;
+  }
+
+  /**
+   * Chooses how guest time passes: `'host'` (default) follows the host's monotonic clock;
+   * `'instructions'` counts retired instructions (`nsPerInstruction` each) for reproducible runs.
+   * Only before the vCPUs have run.
+   */
+  setClockMode(mode: 'host' | 'instructions', nsPerInstruction = 1): void {
+    vmClock(this.fd).setMode(mode, nsPerInstruction);
+  }
+
+  /** KVM_GET_CLOCK: guest time in ns. */
+  getClock(): number {
+    const c = { clock: 0, flags: 0 };
+    ioctl(this.fd, KVM_GET_CLOCK, c);
+    return c.clock;
+  }
+
+  /** KVM_SET_CLOCK: sets guest time (ns), e.g. on restore. */
+  setClock(ns: number): void {
+    ioctl(this.fd, KVM_SET_CLOCK, { clock: ns, flags: 0 });
   }
 
   /** KVM_CHECK_EXTENSION on the VM. */

@@ -13,6 +13,7 @@ import { EXIT, FAULT, Vector } from './exceptions.js';
 import { step } from './interpreter.js';
 import { deliverProtected, loadDataSegment } from './protected.js';
 import { supportedCpuid, type CpuidEntry } from './cpuid.js';
+import { HostClock, type GuestClock } from '../time/clock.js';
 import { AR_DB, AR_P, AR_S, AR_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
 import { EmulationGap } from './constants.js';
 import { X87State } from './fpu/x87.js';
@@ -111,8 +112,10 @@ export class X86Cpu {
   sysenterCs = 0;
   sysenterEsp = 0;
   sysenterEip = 0;
-  /** The TSC counts retired instructions, plus this offset (set by writes to the TSC MSR). */
+  /** The TSC runs at 1 GHz of the VM's guest clock, plus this offset (set by writes to the TSC MSR). */
   tscOffset = 0;
+  /** The VM's clock (shared with its devices' timers). */
+  clock: GuestClock = new HostClock();
   readonly msrScratch = new Int32Array(2);
 
   // --- Per-instruction decode state ----------------------------------------------------
@@ -209,6 +212,7 @@ export class X86Cpu {
     this.nmiBlocked = false;
     this.sysenterCs = this.sysenterEsp = this.sysenterEip = 0;
     this.tscOffset = 0;
+    this.budget = this.timeSlice; // nothing of a slice used: retired() counts from zero
     this.x87.reset();
     if (!this.cpuidSetByVmm) this.cpuidTable = supportedCpuid({ fpu: X86Cpu.FPU_AVAILABLE, apic: false });
     this.replayCount = 0;
@@ -425,6 +429,7 @@ export class X86Cpu {
 
   /** Ends run() with `reason` after this instruction completes. */
   exitAfterInstruction(reason: number): never {
+    this.budget--; // the instruction retires
     this.startEip = this.eip;
     this.startEsp = this.r32[4]!;
     this.flagsSaved = false;
@@ -915,10 +920,10 @@ export class X86Cpu {
     return this.instructions + (this.timeSlice - this.budget);
   }
   readTsc(): number {
-    return this.tscOffset + this.retired();
+    return this.tscOffset + this.clock.nowNs();
   }
   writeTsc(v: number): void {
-    this.tscOffset = v - this.retired();
+    this.tscOffset = v - this.clock.nowNs();
   }
 
   /** KVM_SET_CPUID2: the table CPUID answers from. */
