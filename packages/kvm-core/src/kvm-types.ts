@@ -150,7 +150,8 @@ export function emptyVcpuEvents(): KvmVcpuEvents {
 /**
  * `struct kvm_fpu`: the x87 state in FXSAVE form. `fpr[i]` is ST(i) as 10 bytes (significand
  * little-endian, then sign and exponent) padded to 16; `ftw` is the abridged tag byte (bit set =
- * register valid). There is no SSE unit, so `xmm` is always zero.
+ * register valid); `lastIp`/`lastDp` carry FCS/FDS in bits 32–47, as Linux's does. There is no
+ * SSE unit, so `xmm` is always zero.
  */
 export interface KvmFpu {
   fpr: Uint8Array[];

@@ -49,6 +49,8 @@ export class GuestMemory {
    * log was read (pages must be write-tracked again). vCPUs compare it on every `run()`.
    */
   epoch = 0;
+  /** Told about every host-side write (vCPUs drop compiled code the write changes). */
+  readonly writeListeners: ((slot: MemorySlot, offset: number, len: number) => void)[] = [];
 
   /** KVM_SET_USER_MEMORY_REGION. */
   setRegion(region: KvmUserspaceMemoryRegion): void {
@@ -182,6 +184,7 @@ export class GuestMemory {
       const { slot, off, n } = this.span(gpa + done, src.length - done);
       slot.bytes.set(src.subarray(done, done + n), off);
       this.markDirty(slot, off, n);
+      for (const l of this.writeListeners) l(slot, off, n);
       done += n;
     }
   }

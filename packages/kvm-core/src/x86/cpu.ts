@@ -14,6 +14,8 @@ import { step } from './interpreter.js';
 import { deliverProtected, loadDataSegment } from './protected.js';
 import { supportedCpuid, type CpuidEntry } from './cpuid.js';
 import { HostClock, type GuestClock } from '../time/clock.js';
+import { BlockCache } from './jit/cache.js';
+import type { CodeReader } from './jit/compiler.js';
 import { AR_DB, AR_P, AR_S, AR_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
 import { EmulationGap } from './constants.js';
 import { X87State } from './fpu/x87.js';
@@ -34,7 +36,8 @@ const TLB_LIST_MAX = 4096;
 
 // Kinds of entries in the replay log of port and MMIO accesses (see `X86Cpu.replay*`).
 const ACCESS_NONE = 0, ACCESS_IO_IN = 1, ACCESS_IO_OUT = 2, ACCESS_MMIO_READ = 3, ACCESS_MMIO_WRITE = 4;
-const REPLAY_MAX = 8;
+/** Port/MMIO accesses one instruction may make (ENTER with nesting 31 reads 31 words, each of which may straddle pages). */
+const REPLAY_MAX = 80;
 
 /**
  * A software i686-class CPU (one vCPU). It executes guest code out of the VM's memory slots and
@@ -50,6 +53,8 @@ const REPLAY_MAX = 8;
  * so that nothing is committed before their last possible exit or fault.
  */
 export class X86Cpu {
+  /** Whether new vCPUs compile hot blocks (the interpreter runs everything when false). */
+  static JIT_ENABLED = true;
   /** Whether this build has the x87 unit (advertised through CPUID as FPU and FXSR). */
   static FPU_AVAILABLE = true;
 
@@ -188,6 +193,8 @@ export class X86Cpu {
     readonly run: KvmRun,
   ) {
     this.reset();
+    // Device DMA into compiled code invalidates it too.
+    memory.writeListeners.push((slot, offset, len) => this.jit?.hostWrite(this, slot.id + 1, offset, len));
   }
 
   /** The state of a vCPU after KVM_CREATE_VCPU: the x86 reset state, CS:IP = F000:FFF0. */
@@ -449,6 +456,7 @@ export class X86Cpu {
     for (let i = 0; i < mems.length; i++) if (!mems[i]) mems[i] = new Uint8Array(0);
     this.mems = mems;
     this.flushTlb(true);
+    this.jit?.clear();
     this.memEpoch = this.memory.epoch;
   }
 
@@ -568,6 +576,8 @@ export class X86Cpu {
       // Dirty logging: the page is marked when its write entry is created; reading the log
       // flushes the TLB so the next write marks it again.
       this.memory.markDirty(slot, (phys - slot.guestPhysAddr) & ~0xfff, 1);
+      // A write to a page with compiled code drops that code first (self-modifying code).
+      if (this.jit !== null) this.jit.invalidatePage(this, slot.id + 1, (phys - slot.guestPhysAddr) >>> 12);
       this.tlbWrite[page] = (slot.id + 1) | (this.walkUserWriteOk ? TLB_USER : 0);
       this.tlbWriteOff[page] = off;
     } else {
@@ -650,7 +660,15 @@ export class X86Cpu {
     const second = (lin + size - 1) | 0;
     if (!(this.tlbWrite[second >>> 12]! > this.tlbNeed)) this.fillTlb(second, true);
     if (!(this.tlbWrite[lin >>> 12]! > this.tlbNeed)) this.fillTlb(lin, true);
-    for (let i = 0; i < size; i++) this.writeLin8((lin + i) | 0, (v >> (i * 8)) & 0xff);
+    // Bytes that are not RAM (MMIO exits) go first, so that an exit happens before any RAM
+    // byte changes and the replayed instruction reads the memory it read the first time.
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < size; i++) {
+        const a = (lin + i) | 0;
+        const ram = this.tlbWrite[a >>> 12]! > this.tlbNeed;
+        if (ram === (pass === 1)) this.writeLin8(a, (v >> (i * 8)) & 0xff);
+      }
+    }
   }
 
   // --- Segmented memory -----------------------------------------------------------------------
@@ -730,6 +748,21 @@ export class X86Cpu {
    * the CPL or any translation changes.
    */
   private fetchMem: Uint8Array = new Uint8Array(0);
+  /** TLB slot index (slot id + 1) of the fetch window's memory. */
+  private fetchSlot = 0;
+  /** Compiled blocks; null when the JIT is off. */
+  jit: BlockCache | null = X86Cpu.JIT_ENABLED ? new BlockCache() : null;
+  /** Set when a write invalidated compiled code: the running block stops after that write. */
+  jitStale = false;
+  /** Counts run() calls: compiled blocks re-check their code bytes once per run. */
+  runSerial = 0;
+  /** Instruction bytes inside the fetch window, for the block compiler. */
+  readonly codeReader: CodeReader = {
+    byte: (eip: number): number => {
+      const e = eip >>> 0;
+      return e <= this.fetchMax && e >= this.fetchMin ? this.fetchMem[e + this.fetchDelta]! : -1;
+    },
+  };
   private fetchDelta = 0;
   private fetchMin = 0;
   private fetchMax = -1;
@@ -760,6 +793,7 @@ export class X86Cpu {
     if (s > this.tlbNeed) {
       const pageStart = eip - (lin & 0xfff);
       this.fetchMem = this.mems[s & TLB_SLOT]!;
+      this.fetchSlot = s & TLB_SLOT;
       this.fetchDelta = this.segBase[CS]! + this.tlbReadOff[p]!;
       this.fetchMin = Math.max(pageStart, 0);
       this.fetchMax = Math.min(pageStart + 0xfff, limit);
@@ -978,15 +1012,24 @@ export class X86Cpu {
   /** Runs until an exit. Returns the exit reason, also stored in `run.exitReason`. */
   runLoop(): number {
     const run = this.run;
-    if (run.immediateExit) return this.exitWith(KVM_EXIT_INTR);
     if (this.memEpoch !== this.memory.epoch) this.syncMemory();
+    this.runSerial++;
+    this.budget = this.timeSlice;
     if (this.pendingKind !== ACCESS_NONE) {
       const src = this.pendingKind === ACCESS_IO_IN ? run.io.data : run.mmio.data;
-      this.logAccess(this.pendingKind, this.pendingAddr, src, this.pendingLen);
+      try {
+        this.logAccess(this.pendingKind, this.pendingAddr, src, this.pendingLen);
+      } catch (e) {
+        this.pendingKind = ACCESS_NONE;
+        this.endReplay();
+        return this.internalError(e);
+      }
       this.pendingKind = ACCESS_NONE;
     }
-    this.budget = this.timeSlice;
+    // As KVM_RUN does, a pending port/MMIO completion is finished even with immediate_exit.
+    if (run.immediateExit && this.replayCount === 0) return this.exitWith(KVM_EXIT_INTR);
     this.eventPending = this.pendingNmi || this.pendingIrq >= 0 || run.requestInterruptWindow;
+    const jit = this.jit;
     for (;;) {
       try {
         if (this.replayCount !== 0) {
@@ -995,11 +1038,15 @@ export class X86Cpu {
           this.startEip = this.eip;
           step(this);
           this.endReplay();
-          this.instructions++;
           this.budget--;
         }
+        if (run.immediateExit) return this.exitWith(KVM_EXIT_INTR);
         while (this.budget > 0) {
           if (this.eventPending && this.serviceEvents()) return run.exitReason;
+          if (jit !== null) {
+            const eip = this.eip >>> 0;
+            if (eip <= this.fetchMax && eip >= this.fetchMin && jit.run(this, this.fetchSlot, eip + this.fetchDelta, this.codeReader, this.fetchMem)) continue;
+          }
           this.startEip = this.eip;
           step(this);
           this.budget--;
@@ -1013,24 +1060,29 @@ export class X86Cpu {
           this.replayCursor = 0;
           return this.exitWith(run.exitReason);
         }
-        this.endReplay();
         if (e === FAULT) {
+          // The replay log is kept while the fault is delivered: delivery through MMIO
+          // (an IDT or stack the VMM backs) consumes its logged accesses on later runs.
           this.rollback();
           try {
-            if (!this.deliverFault()) return this.exitWith(KVM_EXIT_SHUTDOWN);
+            if (!this.deliverFault()) {
+              this.endReplay();
+              return this.exitWith(KVM_EXIT_SHUTDOWN);
+            }
           } catch (e2) {
-            // Delivery itself needed the VMM (an MMIO exit): the faulting instruction is
-            // restarted on the next run() and faults again; its delivery then completes.
             if (e2 === EXIT) {
               this.rollback();
               this.replayCursor = 0;
               return this.exitWith(run.exitReason);
             }
+            this.endReplay();
             return this.internalError(e2);
           }
+          this.endReplay();
           this.budget--;
           continue;
         }
+        this.endReplay();
         return this.internalError(e);
       }
     }
@@ -1048,14 +1100,24 @@ export class X86Cpu {
     return reason;
   }
 
+  /** A byte of RAM at a linear address, without faults, exits or A/D updates; -1 if it cannot be seen. */
+  private peekLinear(lin: number): number {
+    const p = lin >>> 12;
+    const s = this.tlbRead[p]!;
+    if (s !== 0) return this.mems[s & TLB_SLOT]![(lin + this.tlbReadOff[p]!) | 0] ?? -1;
+    if ((this.cr0 & CR0_PG) !== 0) return -1;
+    const slot = this.memory.findSlot(lin >>> 0);
+    return slot ? slot.bytes[(lin >>> 0) - slot.guestPhysAddr] ?? -1 : -1;
+  }
+
   private internalError(e: unknown): number {
     const run = this.run;
     run.internal.suberror = KVM_INTERNAL_ERROR_EMULATION;
     const bytes: string[] = [];
-    try {
-      for (let i = 0; i < 8; i++) bytes.push(this.readLin8((this.segBase[CS]! + this.startEip + i) | 0).toString(16).padStart(2, '0'));
-    } catch {
-      // The bytes are only decoration for the message.
+    for (let i = 0; i < 8; i++) {
+      const b = this.peekLinear((this.segBase[CS]! + this.startEip + i) | 0);
+      if (b < 0) break;
+      bytes.push(b.toString(16).padStart(2, '0'));
     }
     const where = `${this.segSel[CS]!.toString(16).padStart(4, '0')}:${(this.startEip >>> 0).toString(16).padStart(this.code32 ? 8 : 4, '0')}`;
     const what = e instanceof EmulationGap ? `not implemented: ${e.message}` : `emulator error: ${e instanceof Error ? e.message : String(e)}`;
@@ -1083,10 +1145,10 @@ export class X86Cpu {
   setRegs(v: KvmRegs): void {
     const r = this.r32;
     r[0] = v.rax; r[1] = v.rcx; r[2] = v.rdx; r[3] = v.rbx; r[4] = v.rsp; r[5] = v.rbp; r[6] = v.rsi; r[7] = v.rdi;
+    // As KVM does, a pending port/MMIO completion survives unless the VMM moved RIP.
+    if ((v.rip | 0) !== this.eip) this.dropCompletion();
     this.eip = v.rip | 0;
     this.setEflags(v.rflags);
-    this.endReplay();
-    this.pendingKind = ACCESS_NONE;
     this.updateMode();
   }
 
@@ -1126,7 +1188,8 @@ export class X86Cpu {
     let abridged = 0;
     for (let i = 0; i < 8; i++) if ((x.empty & (1 << i)) === 0) abridged |= 1 << i;
     out.fcw = x.fcw; out.fsw = x.fsw; out.ftw = abridged;
-    out.lastOpcode = x.fop; out.lastIp = x.fip >>> 0; out.lastDp = x.fdp >>> 0;
+    // As in Linux's kvm_fpu, the selectors ride in bits 32–47 of last_ip / last_dp.
+    out.lastOpcode = x.fop; out.lastIp = (x.fip >>> 0) + x.fcs * 0x1_0000_0000; out.lastDp = (x.fdp >>> 0) + x.fds * 0x1_0000_0000;
     out.mxcsr = x.mxcsr;
   }
 
@@ -1144,7 +1207,9 @@ export class X86Cpu {
       const hi = (b[4]! | (b[5]! << 8) | (b[6]! << 16) | (b[7]! << 24)) >>> 0;
       x.regs[(top + i) & 7] = { sign: b[9]! >> 7, exp: b[8]! | ((b[9]! & 0x7f) << 8), hi, lo };
     }
-    x.fop = v.lastOpcode & 0x7ff; x.fip = v.lastIp | 0; x.fdp = v.lastDp | 0;
+    x.fop = v.lastOpcode & 0x7ff;
+    x.fip = v.lastIp % 0x1_0000_0000 | 0; x.fcs = Math.floor(v.lastIp / 0x1_0000_0000) & 0xffff;
+    x.fdp = v.lastDp % 0x1_0000_0000 | 0; x.fds = Math.floor(v.lastDp / 0x1_0000_0000) & 0xffff;
     x.mxcsr = v.mxcsr & 0xffbf;
     x.updateEs();
   }
@@ -1159,15 +1224,20 @@ export class X86Cpu {
     out.interruptBitmap = [0, 0, 0, 0];
   }
 
+  /** Forgets an unfinished port/MMIO access (the instruction will run afresh). */
+  private dropCompletion(): void {
+    this.endReplay();
+    this.pendingKind = ACCESS_NONE;
+  }
+
   setSregs(v: KvmSregs): void {
+    if ((v.cs.base | 0) !== this.segBase[CS]) this.dropCompletion();
     this.segIn(ES, v.es); this.segIn(CS, v.cs); this.segIn(SS, v.ss); this.segIn(DS, v.ds);
     this.segIn(FS, v.fs); this.segIn(GS, v.gs); this.segIn(LDTR, v.ldt); this.segIn(TR, v.tr);
     this.gdtBase = v.gdt.base | 0; this.gdtLimit = v.gdt.limit & 0xffff;
     this.idtBase = v.idt.base | 0; this.idtLimit = v.idt.limit & 0xffff;
     this.cr0 = v.cr0 | 0; this.cr2 = v.cr2 | 0; this.cr3 = v.cr3 | 0; this.cr4 = v.cr4 | 0;
     this.efer = v.efer; this.apicBase = v.apicBase;
-    this.endReplay();
-    this.pendingKind = ACCESS_NONE;
     this.updateMode();
     this.flushTlb();
   }

@@ -1,19 +1,30 @@
 /**
  * Runs the `shared/cpu-oracle` vectors (random i686 integer/x87 cases recorded on a real CPU,
  * see that folder's README) through kvm-core's public interface, and compares registers,
- * EFLAGS (under `flagsMask`), EIP, the data window and exceptions with the recording.
+ * EFLAGS (under `flagsMask`), EIP, the data window (under `memMask`), exceptions and, for the
+ * x87 cases, the FPU state (FCW, FSW under `fswMask`, the full tag word, the non-empty ST(i))
+ * with the recording.
  *
  * Machine set-up, following the README's "Machine state a case runs in":
  * - RAM: one 1 MiB slot, one VM reused for every case. Before each case the data window
  *   0x10000–0x1FFFF is zeroed and `mem` preloaded; the code goes to linear 0x31000 with a HLT
  *   (F4) right after it (the oracle stops when EIP reaches the end of the code). The rest of the
  *   code area 0x30000–0x3FFFF is HLT-filled, so a stray jump stops at once (and fails on EIP).
+ * - CR0 as the oracle's (Linux's) as far as it matters here: NE = 1, so x87 errors arrive as #MF
+ *   (vector 16) and not through FERR#; MP = 1; EM = TS = 0. So 32-bit CR0 = PE|MP|ET|NE and
+ *   16-bit CR0 = MP|ET|NE (paging, WP and AM are off: no vector can tell).
+ * - x87: every case starts from the oracle's FPU state, set with KVM_SET_FPU (FXSAVE form): the
+ *   FNINIT state (FCW 0x37F, FSW 0, all empty, registers +0, MXCSR 0x1F80), with the input's
+ *   `fpu` fields over it. That includes cases without `fpu`: the vCPU's power-on state is the
+ *   RESET state (FCW 0x40, all tags valid-zero), which differs. When the recording has `fpu`,
+ *   KVM_GET_FPU is read back and the full tag word computed from the abridged tags and the
+ *   register contents as FSTENV (and the oracle) would show it.
  * - 16-bit vectors run in REAL mode with the oracle's bases (CS=0x3000, DS=ES=SS=0x1000,
  *   IP=0x1000, limits 0xFFFF; FS=GS=0, unused). User-level instructions behave as in the
  *   oracle's 16-bit protected mode; only exception delivery differs: the IVT at 0 sends vector v
  *   to a HLT at 0000:0500+v, so the stopping IP names the vector and the frame (IP, CS, FLAGS) at
  *   SS:SP gives the faulting IP. Real mode pushes no error code, so it is not compared there.
- * - 32-bit vectors run in flat protected mode, paging off (CR0 = PE|ET), CS = selector 8
+ * - 32-bit vectors run in flat protected mode, paging off, CS = selector 8
  *   (base 0, 4 GiB, 32-bit), DS = ES = SS = FS = GS = selector 0x10, at CPL 0 rather than the
  *   oracle's CPL 3. That difference is invisible to these vectors: they hold no privileged or
  *   IOPL-sensitive instruction, and the POPF images are sanitized (IOPL 0, IF 1), so POPF gives
@@ -34,16 +45,16 @@
  *   (unsupported) instead of being run.
  *
  * Classification: `pass`, `fail`, `unimplemented` (KVM_EXIT_INTERNAL_ERROR, or run() throwing an
- * emulator "not implemented" error), `x87` (input has `fpu`: skipped until the FPU exists and its
- * state can be read back), `count` (single-stepping the harness cannot express).
+ * emulator "not implemented" error), `count` (single-stepping the harness cannot express). The
+ * x87 cases (see {@link isX87}) count like the others and are also tallied on their own.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  Kvm, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
-  type KvmRegs, type KvmSegment, type KvmSregs, type VcpuFd, type VmFd,
+  emptyFpu, Kvm, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
+  type KvmFpu, type KvmRegs, type KvmSegment, type KvmSregs, type VcpuFd, type VmFd,
 } from '../../src/index.js';
 
 export const CPU_ORACLE_DIR = resolve(fileURLToPath(import.meta.url), '../../../../../../shared/cpu-oracle');
@@ -56,6 +67,11 @@ export type OracleRegs = Record<RegName | 'eflags', number>;
 
 interface MemRun { addr: number; hex: string }
 
+/** An x87 state in the oracle's form: `ftw` is the full tag word, `st` lists ST(0)..ST(7) as 20 hex digits, sign/exponent first. */
+export interface OracleFpu { fcw: number; fsw: number; ftw: number; st: string[] }
+/** Input `fpu`: `true` (the FNINIT state) or some of the fields (the rest from FNINIT, `st` may be short). */
+export type OracleFpuInput = true | { fcw?: number | string; fsw?: number | string; ftw?: number | string; st?: string[] };
+
 export interface OracleVector {
   id: string;
   name: string;
@@ -65,14 +81,14 @@ export interface OracleVector {
     regs: OracleRegs;
     mem?: MemRun[];
     count?: number;
-    fpu?: unknown;
+    fpu?: OracleFpuInput;
   };
   expected: {
     regs: OracleRegs;
     eip?: number;
     mem: MemRun[];
     exception?: { vector: number; error: number; eip: number; addr?: number };
-    fpu?: unknown;
+    fpu?: OracleFpu;
   };
   flagsMask: number;
   regsMask?: Partial<Record<RegName, number>>;
@@ -80,7 +96,7 @@ export interface OracleVector {
   memMask?: MemRun[];
 }
 
-export type Outcome = 'pass' | 'fail' | 'unimplemented' | 'x87' | 'count';
+export type Outcome = 'pass' | 'fail' | 'unimplemented' | 'count';
 
 export interface CaseResult {
   outcome: Outcome;
@@ -95,7 +111,6 @@ export interface GroupStats {
   passed: number;
   failed: number;
   unimplemented: number;
-  x87: number;
   count: number;
 }
 
@@ -108,9 +123,12 @@ export interface ModeResult extends GroupStats {
   steppedPassed: number;
   /** run() threw instead of returning KVM_EXIT_INTERNAL_ERROR (counted in `unimplemented`). */
   threw: number;
-  /** Non-x87 cases whose recording is an exception, and how many of them passed. */
+  /** Cases whose recording is an exception, and how many of them passed. */
   faulted: number;
   faultedPassed: number;
+  /** The x87 cases alone (also counted in the totals), and by x87 sub-template (`x87Kind`). */
+  x87: GroupStats;
+  byX87Kind: Map<string, GroupStats>;
   byTemplate: Map<string, GroupStats>;
   byName: Map<string, GroupStats>;
   /** Unimplemented cases by the emulator's reason (message without the address and bytes). */
@@ -118,9 +136,9 @@ export interface ModeResult extends GroupStats {
   failures: Failure[];
 }
 
-/** Cases that count towards the pass rate: not x87, not unimplemented, not unsupported `count`. */
+/** Cases that count towards the pass rate: not unimplemented, not unsupported `count`. */
 export function implementedCount(s: GroupStats): number {
-  return s.total - s.unimplemented - s.x87 - s.count;
+  return s.total - s.unimplemented - s.count;
 }
 
 export function passRate(s: GroupStats): number {
@@ -147,6 +165,7 @@ const SCRATCH_SLOT = 1;
 const FRAME_MAX = 16;
 
 const HLT = 0xf4;
+const CR0_PE = 0x1, CR0_MP = 0x2, CR0_ET = 0x10, CR0_NE = 0x20;
 const CF = 0x1, PF = 0x4, AF = 0x10, ZF = 0x40, SF = 0x80, TF = 0x100, IF = 0x200, DF = 0x400, OF = 0x800, RF = 0x10000;
 /** The flags the oracle takes from its input; bit 1 and IF are always set. */
 const INPUT_FLAGS = CF | PF | AF | ZF | SF | DF | OF;
@@ -169,19 +188,35 @@ export function vectorFile(mode: Mode): string {
 }
 
 export function loadVectors(mode: Mode): OracleVector[] {
-  const text = gunzipSync(readFileSync(vectorFile(mode))).toString('utf8');
+  return loadVectorFile(vectorFile(mode));
+}
+
+/** A vector file as gen.mjs writes it: JSON Lines, gzipped when the name ends in `.gz`. */
+export function loadVectorFile(path: string): OracleVector[] {
+  const raw = readFileSync(path);
+  const text = (path.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8');
   const out: OracleVector[] = [];
-  for (const line of text.split('\n')) if (line.length > 0) out.push(JSON.parse(line) as OracleVector);
+  for (const line of text.split('\n')) if (line.trim().length > 0) out.push(JSON.parse(line) as OracleVector);
   return out;
+}
+
+/** The mode a case runs in (`input.mode`, 32 when absent, as the oracle defaults). */
+export function modeOf(v: OracleVector): Mode {
+  return v.input.mode === 16 ? 16 : 32;
 }
 
 export function sharedVectorsPresent(): boolean {
   return existsSync(vectorFile(16)) && existsSync(vectorFile(32));
 }
 
-/** Whether a case needs the x87 FPU (every x87-template case starts from an `fpu` state). */
+/** Whether a case is an x87 one (every x87-template case has an input `fpu`, and the FPU state is compared). */
 export function isX87(v: OracleVector): boolean {
   return v.input.fpu !== undefined || v.name.startsWith('x87 ');
+}
+
+/** The x87 sub-template of an x87 case: the word after "x87 " (`arith-mem`, `comi`, `env`, ...). */
+export function x87Kind(name: string): string {
+  return /^x87 ([\w-]+):/.exec(name)?.[1] ?? 'other';
 }
 
 const TEMPLATE_BY_MNEMONIC: Record<string, string> = {};
@@ -227,6 +262,59 @@ function hexBytes(hex: string): Uint8Array {
 }
 
 const h = (v: number, w = 8) => `0x${(v >>> 0).toString(16).padStart(w, '0')}`;
+
+/** An input integer: a JSON number or a hex string such as "0x37f" (as the oracle accepts). */
+function num(v: number | string): number {
+  return typeof v === 'number' ? v : Number(v);
+}
+
+const FSW_BITS: [number, string][] = [
+  [0x1, 'IE'], [0x2, 'DE'], [0x4, 'ZE'], [0x8, 'OE'], [0x10, 'UE'], [0x20, 'PE'], [0x40, 'SF'], [0x80, 'ES'],
+  [0x100, 'C0'], [0x200, 'C1'], [0x400, 'C2'], [0x3800, 'TOP'], [0x4000, 'C3'], [0x8000, 'B'],
+];
+
+export function fswNames(bits: number): string {
+  return FSW_BITS.filter(([b]) => bits & b).map(([, n]) => n).join('|');
+}
+
+/** ST(i) of a KVM_GET_FPU image (10 bytes, little-endian) as the oracle writes it: 20 hex digits, sign/exponent first. */
+export function fprHex(r: Uint8Array): string {
+  let s = '';
+  for (let k = 9; k >= 0; k--) s += r[k]!.toString(16).padStart(2, '0');
+  return s;
+}
+
+/**
+ * The full tag word (2 bits per physical register: 0 valid, 1 zero, 2 special, 3 empty) of an
+ * FXSAVE-form state, computed from the abridged tags and the register contents as FSTENV
+ * stores it (and as the oracle reports it): exponent 7FFFh is special (NaN, infinity); exponent 0
+ * is zero, or special when the significand is not 0 (denormal, pseudo-denormal); any other
+ * exponent is valid, or special without the integer bit (unnormal).
+ */
+export function fullTagWord(f: KvmFpu): number {
+  const top = (f.fsw >> 11) & 7;
+  let ftw = 0;
+  for (let phys = 0; phys < 8; phys++) {
+    let tag = 3;
+    if ((f.ftw >> phys) & 1) {
+      const r = f.fpr[(phys - top) & 7]!;
+      const exp = r[8]! | ((r[9]! & 0x7f) << 8);
+      const mantNonZero = r[0]! | r[1]! | r[2]! | r[3]! | r[4]! | r[5]! | r[6]! | r[7]!;
+      if (exp === 0x7fff) tag = 2;
+      else if (exp === 0) tag = mantNonZero ? 2 : 1;
+      else tag = r[7]! & 0x80 ? 0 : 2;
+    }
+    ftw |= tag << (2 * phys);
+  }
+  return ftw;
+}
+
+/** The abridged tag byte (bit set: physical register not empty) of a full tag word. */
+export function abridgedTags(ftw: number): number {
+  let ab = 0;
+  for (let phys = 0; phys < 8; phys++) if (((ftw >> (2 * phys)) & 3) !== 3) ab |= 1 << phys;
+  return ab;
+}
 
 export function flagNames(bits: number): string {
   const out: string[] = [];
@@ -282,7 +370,7 @@ interface RunOutcome {
 }
 
 function emptyStats(): GroupStats {
-  return { total: 0, passed: 0, failed: 0, unimplemented: 0, x87: 0, count: 0 };
+  return { total: 0, passed: 0, failed: 0, unimplemented: 0, count: 0 };
 }
 
 function bump(s: GroupStats, o: Outcome): void {
@@ -290,7 +378,6 @@ function bump(s: GroupStats, o: Outcome): void {
   if (o === 'pass') s.passed++;
   else if (o === 'fail') s.failed++;
   else if (o === 'unimplemented') s.unimplemented++;
-  else if (o === 'x87') s.x87++;
   else s.count++;
 }
 
@@ -306,6 +393,8 @@ export class CpuOracleRunner {
   private readonly sregs16: KvmSregs;
   private readonly sregs32: KvmSregs;
   private readonly regs: KvmRegs;
+  /** The KVM_SET_FPU image, refilled for each case. */
+  private readonly fpuIn: KvmFpu = emptyFpu();
   private lastCodeLen = 0;
   /** The scratch slot mapped for this case, if any. */
   private scratch: { base: number; bytes: Uint8Array } | undefined;
@@ -333,7 +422,7 @@ export class CpuOracleRunner {
       ds: seg(0x1000, WINDOW, 0xffff, 0x3, 0, 0), es: seg(0x1000, WINDOW, 0xffff, 0x3, 0, 0), ss: seg(0x1000, WINDOW, 0xffff, 0x3, 0, 0),
       fs: seg(0, 0, 0xffff, 0x3, 0, 0), gs: seg(0, 0, 0xffff, 0x3, 0, 0),
       gdt: { base: GDT_BASE, limit: GDT_LIMIT }, idt: { base: 0, limit: 0x3ff },
-      cr0: 0x10,
+      cr0: CR0_MP | CR0_ET | CR0_NE,
     };
     const flatData = () => seg(SEL_DATA32, 0, 0xffffffff, 0x3, 1, 1);
     this.sregs32 = {
@@ -341,7 +430,7 @@ export class CpuOracleRunner {
       cs: seg(SEL_CODE32, 0, 0xffffffff, 0xb, 1, 1),
       ds: flatData(), es: flatData(), ss: flatData(), fs: flatData(), gs: flatData(),
       gdt: { base: GDT_BASE, limit: GDT_LIMIT }, idt: { base: IDT_BASE, limit: IDT_LIMIT },
-      cr0: 0x11,
+      cr0: CR0_PE | CR0_MP | CR0_ET | CR0_NE,
     };
     this.regs = this.vcpu.getRegs();
   }
@@ -349,19 +438,26 @@ export class CpuOracleRunner {
   runVectors(mode: Mode, vectors: OracleVector[] = loadVectors(mode)): ModeResult {
     const res: ModeResult = {
       mode, ...emptyStats(), stepped: 0, steppedPassed: 0, threw: 0, faulted: 0, faultedPassed: 0,
+      x87: emptyStats(), byX87Kind: new Map(),
       byTemplate: new Map(), byName: new Map(), unimplementedReasons: new Map(), failures: [],
     };
     for (const v of vectors) {
+      if (modeOf(v) !== mode) throw new Error(`${v.id}: a ${modeOf(v)}-bit case among the ${mode}-bit ones`);
       const r = this.runCase(v);
       const template = templateOf(v.name);
       bump(res, r.outcome);
-      for (const [map, key] of [[res.byTemplate, template], [res.byName, v.name]] as const) {
+      const groups: [Map<string, GroupStats>, string][] = [[res.byTemplate, template], [res.byName, v.name]];
+      if (isX87(v)) {
+        bump(res.x87, r.outcome);
+        groups.push([res.byX87Kind, x87Kind(v.name)]);
+      }
+      for (const [map, key] of groups) {
         let s = map.get(key);
         if (!s) map.set(key, (s = emptyStats()));
         bump(s, r.outcome);
       }
       if (r.stepped) { res.stepped++; if (r.outcome === 'pass') res.steppedPassed++; }
-      if (v.expected.exception && r.outcome !== 'x87') { res.faulted++; if (r.outcome === 'pass') res.faultedPassed++; }
+      if (v.expected.exception) { res.faulted++; if (r.outcome === 'pass') res.faultedPassed++; }
       if (r.outcome === 'fail') res.failures.push({ id: v.id, name: v.name, template, detail: r.detail, vector: v });
       if (r.outcome === 'unimplemented') {
         if (this.lastThrew) res.threw++;
@@ -374,8 +470,7 @@ export class CpuOracleRunner {
 
   runCase(v: OracleVector): CaseResult {
     this.lastThrew = false;
-    const mode = v.input.mode === 16 ? 16 : 32;
-    if (isX87(v)) return { outcome: 'x87', detail: 'x87: needs the FPU', stepped: false };
+    const mode = modeOf(v);
     const code = hexBytes(v.input.code);
     const count = v.input.count;
     if (count !== undefined && !this.canStep(code)) {
@@ -402,6 +497,7 @@ export class CpuOracleRunner {
     r.rip = ip0;
     r.rflags = (i.eflags & INPUT_FLAGS) | IF | 2;
     vcpu.setRegs(r);
+    this.setFpu(v.input.fpu);
     // A 32-bit exception frame goes below ESP, which need not lie in the window.
     const frameOutside = mode === 32 && !((i.esp >>> 0) >= WINDOW + FRAME_MAX && (i.esp >>> 0) <= WINDOW + WINDOW_SIZE);
     if (frameOutside) this.mapFrameScratch(i.esp >>> 0);
@@ -417,6 +513,33 @@ export class CpuOracleRunner {
     const problems = this.compare(v, mode, ip0 + code.length);
     this.afterCase(mode, frameOutside);
     return problems.length === 0 ? { outcome: 'pass', detail: '', stepped } : { outcome: 'fail', detail: problems.join('; '), stepped };
+  }
+
+  /**
+   * KVM_SET_FPU with the oracle's starting x87 state: FNINIT (FCW 0x37F, FSW 0, all registers
+   * empty and +0, pointers 0, MXCSR 0x1F80), then the input's `fpu` fields: FCW, FSW (with TOP),
+   * the full tag word (only empty versus not empty survives into the abridged tags, as with the
+   * oracle's FXRSTOR) and ST(0)..ST(n-1).
+   */
+  private setFpu(input: OracleFpuInput | undefined): void {
+    const f = this.fpuIn;
+    f.fcw = 0x37f; f.fsw = 0;
+    let ftw = 0xffff;
+    for (const r of f.fpr) r.fill(0);
+    if (typeof input === 'object') {
+      if (input.fcw !== undefined) f.fcw = num(input.fcw) & 0xffff;
+      if (input.fsw !== undefined) f.fsw = num(input.fsw) & 0xffff;
+      if (input.ftw !== undefined) ftw = num(input.ftw) & 0xffff;
+      (input.st ?? []).forEach((hex, k) => {
+        const be = hexBytes(hex);
+        if (k >= 8 || be.length !== 10) throw new Error(`fpu.st[${k}] must be 20 hex digits: ${hex}`);
+        for (let j = 0; j < 10; j++) f.fpr[k]![j] = be[9 - j]!;
+      });
+    }
+    f.ftw = abridgedTags(ftw);
+    f.lastOpcode = 0; f.lastIp = 0; f.lastDp = 0;
+    f.mxcsr = 0x1f80;
+    this.vcpu.setFpu(f);
   }
 
   /**
@@ -654,6 +777,23 @@ export class CpuOracleRunner {
     if (memProblems.length) {
       problems.push(`mem ${memProblems.slice(0, 8).join(' ')}${memProblems.length > 8 ? ` (+${memProblems.length - 8} more bytes)` : ''}`);
     }
+
+    // x87: FCW, FSW (under fswMask), the full tag word, and the ST(i) that are not empty.
+    const ef = exp.fpu;
+    if (ef) {
+      const f = vcpu.getFpu();
+      if (f.fcw !== ef.fcw) problems.push(`fcw=${h(f.fcw, 4)} want ${h(ef.fcw, 4)}`);
+      const sd = (f.fsw ^ ef.fsw) & ~(v.fswMask ?? 0) & 0xffff;
+      if (sd !== 0) problems.push(`fsw=${h(f.fsw, 4)} want ${h(ef.fsw, 4)} (differ: ${fswNames(sd)})`);
+      const ftw = fullTagWord(f);
+      if (ftw !== ef.ftw) problems.push(`ftw=${h(ftw, 4)} want ${h(ef.ftw, 4)}`);
+      const top = (ef.fsw >> 11) & 7;
+      for (let k = 0; k < 8; k++) {
+        if (((ef.ftw >> (2 * ((top + k) & 7))) & 3) === 3) continue;
+        const got = fprHex(f.fpr[k]!), want = ef.st[k]?.toLowerCase() ?? '(not recorded)';
+        if (got !== want) problems.push(`st${k}=${got} want ${want}`);
+      }
+    }
     return problems;
   }
 }
@@ -670,10 +810,20 @@ export function describeFailure(f: Failure): string {
   const mem = (i.mem ?? []).map((m) => `${h(m.addr, 5)}:${m.hex.length > 40 ? `${m.hex.slice(0, 40)}…(${m.hex.length / 2} bytes)` : m.hex}`).join(' ');
   const e = f.vector.expected;
   const outcome = e.exception ? `#${vectorName(e.exception.vector)} at ${h(e.exception.eip, 4)}` : `eip ${h(e.eip ?? 0, 4)}`;
-  return [
+  const lines = [
     `${f.id} "${f.name}" code ${i.code}${i.count !== undefined ? ` count=${i.count}` : ''}`,
     `    in:  ${regs}${mem ? `  mem ${mem}` : ''}`,
-    `    want: ${outcome}, flagsMask ${h(f.vector.flagsMask, 3)}${e.mem.length ? `, mem ${e.mem.map((m) => `${h(m.addr, 5)}:${m.hex}`).join(' ')}` : ''}`,
-    `    got:  ${f.detail}`,
-  ].join('\n');
+  ];
+  if (i.fpu !== undefined) lines.push(`    in fpu: ${JSON.stringify(i.fpu)}`);
+  lines.push(`    want: ${outcome}, flagsMask ${h(f.vector.flagsMask, 3)}${e.mem.length ? `, mem ${e.mem.map((m) => `${h(m.addr, 5)}:${m.hex}`).join(' ')}` : ''}`);
+  if (e.fpu) {
+    const top = (e.fpu.fsw >> 11) & 7;
+    const st = e.fpu.st.map((s, k) => (((e.fpu!.ftw >> (2 * ((top + k) & 7))) & 3) === 3 ? undefined : `st${k}=${s}`)).filter(Boolean);
+    lines.push(
+      `    want fpu: fcw ${h(e.fpu.fcw, 4)} fsw ${h(e.fpu.fsw, 4)} (fswMask ${h(f.vector.fswMask ?? 0, 4)}) ftw ${h(e.fpu.ftw, 4)}` +
+      `${st.length ? ` ${st.join(' ')}` : ''}${f.vector.memMask ? `, memMask ${f.vector.memMask.map((m) => `${h(m.addr, 5)}:${m.hex}`).join(' ')}` : ''}`,
+    );
+  }
+  lines.push(`    got:  ${f.detail}`);
+  return lines.join('\n');
 }
