@@ -18,6 +18,12 @@ export const ExitStatus = {
   InternalError: 3,
   /** Bad command line or unusable input (sysexits' EX_USAGE). */
   Usage: 64,
+  /** A host tool or service that is needed is missing or failed, e.g. apt-get or the network (EX_UNAVAILABLE). */
+  Unavailable: 69,
+  /** An output file cannot be written: permission denied, disk full, ... (EX_CANTCREAT). */
+  CantCreate: 73,
+  /** The operation needs privileges the user does not have, e.g. root for apt (EX_NOPERM). */
+  NoPerm: 77,
   /** A bug in kvmts itself (sysexits' EX_SOFTWARE). */
   Software: 70,
 } as const;

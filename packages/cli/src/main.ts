@@ -1,5 +1,5 @@
 /**
- * The `kvmts` command line: `kvmts run` and `kvmts demo build`.
+ * The `kvmts` command line: `kvmts run`, `kvmts demo build` and `kvmts guest path|fetch`.
  * @module
  */
 
@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { checkMemSize, formatSize, hex, parseAddress, parseSize } from './args.js';
 import { ConsoleSink } from './console.js';
 import { CliError, ExitStatus } from './errors.js';
+import { addGuestCommands } from './guest/command.js';
 import { buildDemoGuest } from './guests/demo.js';
 import { REAL_MODE_LOAD_LIMIT, checkPlacement, describeFsError, readImageFile, realModeEntry } from './image.js';
 import { Vmm, outcomeExitStatus, outcomeMessage } from './vmm.js';
@@ -129,6 +130,8 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
       const loadAddr = parseAddress(opts.loadAddr, '--load-addr');
       setStatus(demoBuildCommand(opts.output, loadAddr, io));
     });
+
+  addGuestCommands(program, io, setStatus);
 
   return program;
 }

@@ -20,3 +20,79 @@ export {
 export type { SerialOptions, SerialState } from './legacy/serial.js';
 export { DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, DebugExit } from './legacy/debug-exit.js';
 export type { DebugExitState } from './legacy/debug-exit.js';
+export {
+  PCI_BAR0,
+  PCI_CACHE_LINE_SIZE,
+  PCI_CAPABILITY_LIST,
+  PCI_CLASS_CODE,
+  PCI_COMMAND,
+  PCI_COMMAND_BUS_MASTER,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_COMMAND_IO,
+  PCI_COMMAND_MEMORY,
+  PCI_CONFIG_SPACE_SIZE,
+  PCI_DEVICE_ID,
+  PCI_HEADER_TYPE,
+  PCI_INTA,
+  PCI_INTB,
+  PCI_INTC,
+  PCI_INTD,
+  PCI_INTERRUPT_LINE,
+  PCI_INTERRUPT_PIN,
+  PCI_LATENCY_TIMER,
+  PCI_REVISION_ID,
+  PCI_STATUS,
+  PCI_STATUS_CAP_LIST,
+  PCI_STATUS_INTERRUPT,
+  PCI_SUBSYSTEM_ID,
+  PCI_SUBSYSTEM_VENDOR_ID,
+  PCI_VENDOR_ID,
+  PciConfigSpace,
+} from './pci/device.js';
+export type { PciBarInfo, PciBarKind, PciBarOptions, PciConfigState, PciDevice, PciHeader } from './pci/device.js';
+export {
+  PCI_CONFIG_ADDRESS_PORT,
+  PCI_CONFIG_DATA_LEN,
+  PCI_CONFIG_DATA_PORT,
+  PCI_FUNCTIONS,
+  PCI_SLOTS,
+  PciHostBridge,
+} from './pci/host-bridge.js';
+export type { PciHostBridgeState, PciSlot } from './pci/host-bridge.js';
+export { PIIX_PIRQRC, PIIX_RESET_CONTROL_PORT, PIIX_SLOT, Piix3, pirqForIntx } from './pci/piix.js';
+export type { Piix3Options, Piix3State, PiixIntxSource } from './pci/piix.js';
+export {
+  ACPI_SLP_TYP_S5,
+  AcpiPm,
+  PM1_PWRBTN_EN,
+  PM1_PWRBTN_STS,
+  PM1_SCI_EN,
+  PM1_SLP_EN,
+  PM1_TMR_EN,
+  PM1_TMR_STS,
+  PM1_WAK_STS,
+  PM_BASE_DEFAULT,
+  PM_IO_LEN,
+  PM_RESET_VALUE,
+  PM_TIMER_BITS,
+  PM_TIMER_HZ,
+  pmLayout,
+  pmTimerTicks,
+} from './acpi/pm.js';
+export type { AcpiPmOptions, AcpiPmState, PmLayout, PmRegister } from './acpi/pm.js';
+export { PIC_CASCADE_IRQ, PIC_ELCR_BASE, PIC_MASTER_BASE, PIC_PORT_LEN, PIC_SLAVE_BASE, Pic } from './intc/pic.js';
+export type { PicChipState, PicOptions, PicState } from './intc/pic.js';
+export { IOAPIC_BASE, IOAPIC_PINS, IOAPIC_SIZE, IOAPIC_VERSION, IoApic, IoApicDeliveryMode } from './intc/ioapic.js';
+export type { IoApicMessage, IoApicOptions, IoApicRedirection, IoApicState } from './intc/ioapic.js';
+export { I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, PS2_QUEUE_SIZE } from './legacy/i8042.js';
+export type { I8042Options, I8042State, Ps2KeyboardState, Ps2MouseState } from './legacy/i8042.js';
+export { PIT_BASE, PIT_FREQ_HZ, PIT_IRQ, PIT_PORT_LEN, Pit, pitTickNs, pitTicksAt } from './legacy/pit.js';
+export type { PitChannelState, PitOptions, PitRunState, PitState } from './legacy/pit.js';
+export { PORT61_PORT, Port61 } from './legacy/port61.js';
+export type { Port61Options, Port61State } from './legacy/port61.js';
+export { RTC_BASE, RTC_CENTURY_INDEX, RTC_CMOS_SIZE, RTC_IRQ, RTC_PORT_LEN, Rtc } from './legacy/rtc.js';
+export type { RtcOptions, RtcState, RtcTime } from './legacy/rtc.js';
+export { PORT92_PORT, Port92 } from './legacy/port92.js';
+export type { Port92Options, Port92State } from './legacy/port92.js';
+export { PORT80_PORT, Port80 } from './legacy/port80.js';
+export type { Port80Options, Port80State } from './legacy/port80.js';

@@ -794,7 +794,9 @@ export class X86Cpu {
       const pageStart = eip - (lin & 0xfff);
       this.fetchMem = this.mems[s & TLB_SLOT]!;
       this.fetchSlot = s & TLB_SLOT;
-      this.fetchDelta = this.segBase[CS]! + this.tlbReadOff[p]!;
+      // Index of the page's first byte in the slot, wrapped mod 2^32 like every TLB index,
+      // so that eip + fetchDelta stays inside the slot for any linear address.
+      this.fetchDelta = (((lin & ~0xfff) + this.tlbReadOff[p]!) | 0) - pageStart;
       this.fetchMin = Math.max(pageStart, 0);
       this.fetchMax = Math.min(pageStart + 0xfff, limit);
     }

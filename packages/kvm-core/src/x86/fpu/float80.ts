@@ -12,9 +12,11 @@
  * Exception semantics follow the Intel SDM for the x87 FPU of a P6: invalid operands (SNaN,
  * unnormal, pseudo-NaN, pseudo-infinity) raise IE; pseudo-denormals and denormals raise DE
  * and are read with exponent 1; tininess is detected before rounding; overflow after rounding.
- * With IE, DE or ZE unmasked an operation returns `null` (the destination is left alone); with
- * OE or UE unmasked a register result carries the exponent wrapped by 24576, as on hardware,
- * and a memory-format result is `null` (nothing is stored).
+ * With IE, DE or ZE unmasked an operation returns `null` (the destination is left alone;
+ * {@link compare} is the exception: it still returns its result); with OE or UE unmasked a
+ * register result carries the exponent wrapped by 24576, as on hardware, and a memory-format
+ * result is `null` (nothing is stored). A register result still out of range after the wrap
+ * (only FSCALE gets there) becomes ±∞ (OE, PE, C1 = 1) or ±0 (UE, PE), as measured on Intel.
  * @module
  */
 
@@ -315,6 +317,8 @@ export function roundPackW(sign: number, e: number, fmt: Format, env: FpEnv): F8
       env.flags |= UE;
       if (!fmt.reg) return null;
       be += 24576;
+      // Still tiny after the wrap (FSCALE only): Intel returns ±0, inexact, C1 = 0.
+      if (be <= 0) { env.flags |= PE; env.c1 = 0; return f80(sign, 0, 0, 0); }
     } else {
       shiftRightJam(1 - be);
       be = 0;
@@ -331,6 +335,9 @@ export function roundPackW(sign: number, e: number, fmt: Format, env: FpEnv): F8
       env.flags |= OE;
       if (!fmt.reg) return null;
       be -= 24576;
+      // Still too large after the wrap (FSCALE only): Intel returns ±∞, inexact, C1 = 1, in
+      // every rounding mode.
+      if (be > emax) { env.flags |= PE; env.c1 = 1; return f80(sign, emax + 1, 0x80000000, 0); }
     } else {
       env.flags |= OE | PE;
       const toInf = env.rc === RC_NEAREST || (env.rc === RC_DOWN && sign === 1) || (env.rc === RC_UP && sign === 0);
@@ -570,19 +577,26 @@ export const LESS = -1, EQUAL = 0, GREATER = 1, UNORDERED = 2;
 
 /**
  * Compares a with b. `quietNaNs`: QNaN operands raise no IE (FUCOM*). Returns LESS, EQUAL,
- * GREATER or UNORDERED, or null when IE/DE is unmasked and the comparison must not complete.
+ * GREATER or UNORDERED, and raises IE (UNORDERED) or DE (the real result) in env.flags. The
+ * result is returned even when the exception is unmasked: the comparison instructions still
+ * set their condition codes or EFLAGS then, as Intel hardware does, and only skip the pop
+ * (see {@link unmaskedCompareFault}).
  */
-export function compare(a: F80, b: F80, env: FpEnv, quietNaNs: boolean, bDen = false): number | null {
+export function compare(a: F80, b: F80, env: FpEnv, quietNaNs: boolean, bDen = false): number {
   const ka = classify(a), kb = classify(b);
   if (ka === Cls.Unsupported || kb === Cls.Unsupported || ka === Cls.SNaN || kb === Cls.SNaN ||
       (!quietNaNs && (ka === Cls.QNaN || kb === Cls.QNaN))) {
     env.flags |= IE;
-    if (!(env.mask & IE)) return null;
     return UNORDERED;
   }
   if (ka === Cls.QNaN || kb === Cls.QNaN) return UNORDERED;
-  if (!denormalCheck(isDenCls(ka) || isDenCls(kb) || bDen, env)) return null;
+  if (isDenCls(ka) || isDenCls(kb) || bDen) env.flags |= DE;
   return compareValues(a, ka, b, kb);
+}
+
+/** True when a comparison raised IE or DE with that exception unmasked (the instruction does not pop). */
+export function unmaskedCompareFault(env: FpEnv): boolean {
+  return (env.flags & ~env.mask & (IE | DE)) !== 0;
 }
 
 function compareValues(a: F80, ka: Cls, b: F80, kb: Cls): number {

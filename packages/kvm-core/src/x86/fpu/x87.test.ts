@@ -145,6 +145,22 @@ describe('x87 exceptions', () => {
   });
 });
 
+/**
+ * Flat 32-bit mode with FCW `fcw`, FSW `fsw` (TOP from bits 11-13) and ST(0), ST(1) loaded
+ * from 80-bit hex encodings (null: empty), the way the cpu-oracle's `fpu` input sets them.
+ */
+function loadFpu(fcw: number, fsw: number, st0: string | null, st1: string | null): void {
+  flat32();
+  c.x87.fcw = fcw;
+  c.x87.fsw = fsw;
+  c.x87.empty = 0xff;
+  if (st0 !== null) c.x87.setSt(0, fromHex(st0));
+  if (st1 !== null) c.x87.setSt(1, fromHex(st1));
+}
+
+const ONE_X = '3fff8000000000000000', QNAN_X = '7fffc000000000000000', SNAN_X = '7fffa000000000000000';
+const DENORMAL_X = '00000000000000000001';
+
 describe('x87 instructions', () => {
   it('loads the constants with rounding-control-dependent last bits', () => {
     flat32();
@@ -244,5 +260,127 @@ describe('x87 instructions', () => {
     ram.set([0, 0, 0, 0, 0, 0, 0, 0x80, 0x40, 0x40], DATA); // 2^65
     run([0xdb, ...m32(5, DATA), 0xd9, 0xff]); // fcos(2^65): out of range, C2 set
     expect(c.x87.fsw & 0x400).toBe(0x400);
+  });
+});
+
+// Behaviours measured on an Intel family-6 CPU (cpu-oracle vectors kvmts-*) where the SDM
+// pseudo-code says otherwise: an unmasked IE/DE still sets the comparison result, and FSCALE
+// results out of range even after the 24576 exponent wrap become ±∞ or ±0.
+describe('x87 Intel-measured behaviours', () => {
+  it('FCOMI/FUCOMI(P) with unmasked IE still write ZF PF CF = 111, clear OF SF AF, and do not pop', () => {
+    loadFpu(0x37e, 0x3000, ONE_X, QNAN_X); // TOP = 6, IE unmasked
+    c.setEflags(0xad7); // OF SF AF ZF PF CF set, IF set (as in the oracle)
+    expect(run([0xdb, 0xf1])).toBe(-1); // fcomi st0, st1
+    expect(c.getEflags()).toBe(0x247);
+    expect(c.x87.fsw).toBe(0xb081);
+    for (const [op, v] of [[0xdf, QNAN_X], [0xdb, SNAN_X], [0xdf, SNAN_X], [0xdf, '40004000000000000000']] as const) {
+      loadFpu(0x37e, 0x3000, ONE_X, v);
+      c.setEflags(0x202);
+      expect(run([op, op === 0xdf && v === QNAN_X ? 0xf1 : 0xe9])).toBe(-1); // fcomip / fucomi / fucomip
+      expect(c.getEflags()).toBe(0x247);
+      expect(c.x87.fsw).toBe(0xb081); // TOP still 6: no pop
+      expect(st(0)).toBe(ONE_X);
+      expect(st(1)).toBe(v);
+    }
+    // Stack underflow (ST1 empty) with IE unmasked: unordered too, SF set, C1 = 0.
+    loadFpu(0x37e, 0x3000, ONE_X, null);
+    c.setEflags(0xad7); // OF SF AF ZF PF CF set, IF set (as in the oracle)
+    expect(run([0xdf, 0xf1])).toBe(-1); // fcomip
+    expect(c.getEflags()).toBe(0x247);
+    expect(c.x87.fsw).toBe(0xb0c1);
+    expect(c.x87.isEmpty(0)).toBe(false);
+  });
+
+  it('FCOMI/FUCOMIP with unmasked DE write the real comparison result and do not pop', () => {
+    loadFpu(0x37d, 0x3000, ONE_X, DENORMAL_X); // DE unmasked; 1.0 > denormal
+    c.setEflags(0xad7); // OF SF AF ZF PF CF set, IF set (as in the oracle)
+    expect(run([0xdb, 0xf1])).toBe(-1);
+    expect(c.getEflags()).toBe(0x202);
+    expect(c.x87.fsw).toBe(0xb082);
+    loadFpu(0x37d, 0x3000, DENORMAL_X, ONE_X); // denormal < 1.0
+    c.setEflags(0xad7); // OF SF AF ZF PF CF set, IF set (as in the oracle)
+    expect(run([0xdf, 0xe9])).toBe(-1); // fucomip
+    expect(c.getEflags()).toBe(0x203);
+    expect(c.x87.fsw).toBe(0xb082);
+    expect(st(0)).toBe(DENORMAL_X);
+  });
+
+  it('FCOM/FCOMPP/FUCOMPP/FCOM m32/FTST with unmasked IE set C3 C2 C0 = 111 and do not pop', () => {
+    // kvmts-2/32/19834: fcom st1 with an unnormal ST1, FCW 0F7Eh.
+    loadFpu(0xf7e, 0x3000, '3fd6ec7a6e8ccab8a41b', '226722975654b850ad28');
+    expect(run([0xd8, 0xd1])).toBe(-1);
+    expect(c.x87.fsw).toBe(0xf581);
+    for (const [code, v] of [[[0xde, 0xd9], QNAN_X], [[0xda, 0xe9], SNAN_X], [[0xd8, 0xd9], '40004000000000000000']] as const) {
+      loadFpu(0x37e, 0x3000, ONE_X, v); // fcompp / fucompp / fcomp st1
+      expect(run([...code])).toBe(-1);
+      expect(c.x87.fsw).toBe(0xf581); // TOP still 6
+      expect(st(1)).toBe(v);
+    }
+    loadFpu(0x37e, 0x3000, ONE_X, null); // fcompp, ST1 empty: stack underflow
+    expect(run([0xde, 0xd9])).toBe(-1);
+    expect(c.x87.fsw).toBe(0xf5c1);
+    expect(c.x87.isEmpty(0)).toBe(false);
+    loadFpu(0x37e, 0x3800, ONE_X, null); // fcomp m32 QNaN, TOP = 7
+    ram.set(le32(0x7fc00000), DATA);
+    expect(run([0xd8, ...m32(3, DATA)])).toBe(-1);
+    expect(c.x87.fsw).toBe(0xfd81);
+    expect(c.x87.isEmpty(0)).toBe(false);
+    loadFpu(0x37e, 0x3800, null, null); // ftst, ST0 empty
+    expect(run([0xd9, 0xe4])).toBe(-1);
+    expect(c.x87.fsw).toBe(0xfdc1);
+  });
+
+  it('FCOM/FCOMP/FTST with unmasked DE set the real comparison result and do not pop', () => {
+    // kvmts-x87/16/28186: fcom st1, ST0 negative, ST1 a pseudo-denormal, FCW 0B7Dh: less.
+    loadFpu(0xb7d, 0x3000, 'c00eb7f3800000000000', '00008000000000000000');
+    expect(run([0xd8, 0xd1])).toBe(-1);
+    expect(c.x87.fsw).toBe(0xb182);
+    loadFpu(0x37d, 0x3000 | 0x4500, ONE_X, DENORMAL_X); // fcomp st1: greater (C3 C2 C0 cleared)
+    expect(run([0xd8, 0xd9])).toBe(-1);
+    expect(c.x87.fsw).toBe(0xb082);
+    expect(c.x87.isEmpty(1)).toBe(false);
+    loadFpu(0x37d, 0x3800 | 0x4500, DENORMAL_X, null); // ftst: denormal > 0
+    expect(run([0xd9, 0xe4])).toBe(-1);
+    expect(c.x87.fsw).toBe(0xb882);
+  });
+
+  it('FSCALE with unmasked OE/UE wraps the exponent by 24576, and returns ±inf or ±0 beyond that', () => {
+    const fscaleOne = (n: number, fcw: number, neg = false): void => {
+      loadFpu(fcw, 0, null, null);
+      ram.set(le32(n), DATA);
+      expect(run([0xdb, ...m32(0, DATA), ...FLD1, ...(neg ? [0xd9, 0xe0] : []), 0xd9, 0xfd])).toBe(-1); // fild; fld1; (fchs); fscale
+    };
+    fscaleOne(40959, 0x367); // OE and UE unmasked: still wraps into range
+    expect(st(0)).toBe('7ffe8000000000000000');
+    expect(c.x87.fsw).toBe(0xb088);
+    fscaleOne(40960, 0x367);
+    expect(st(0)).toBe('7fff8000000000000000');
+    expect(c.x87.fsw).toBe(0xb2a8); // OE PE, C1 = 1
+    fscaleOne(50000, 0xf67, true); // any rounding mode (here chop), sign kept
+    expect(st(0)).toBe('ffff8000000000000000');
+    expect(c.x87.fsw).toBe(0xb2a8);
+    fscaleOne(-40958, 0x367);
+    expect(st(0)).toBe('00018000000000000000');
+    expect(c.x87.fsw).toBe(0xb090);
+    fscaleOne(-40959, 0x367);
+    expect(st(0)).toBe('00000000000000000000');
+    expect(c.x87.fsw).toBe(0xb0b0); // UE PE, C1 = 0
+    fscaleOne(-1000000, 0x367, true);
+    expect(st(0)).toBe('80000000000000000000');
+    expect(c.x87.fsw).toBe(0xb0b0);
+  });
+
+  it('FSCALE examples kvmts-x87/32/11336 (to +inf) and kvmts-4/32/23820 (to +0)', () => {
+    const FSCALE = [0xd9, 0xfd];
+    loadFpu(0xf77, 0x3000, '4000c90fdaa22168c234', '4018af88500000000000'); // pi × 2^46,004,xxx; OE unmasked, RC chop
+    expect(run(FSCALE)).toBe(-1);
+    expect(st(0)).toBe('7fff8000000000000000');
+    expect(c.x87.fsw).toBe(0xb2a8);
+    expect(c.x87.ftw).toBe(0x2fff);
+    loadFpu(0xb6f, 0x3000, '4000c90fdaa22168c235', 'c03e8000000000000000'); // pi × 2^-2^63; UE unmasked, RC up
+    expect(run(FSCALE)).toBe(-1);
+    expect(st(0)).toBe('00000000000000000000');
+    expect(c.x87.fsw).toBe(0xb0b0);
+    expect(c.x87.ftw).toBe(0x1fff);
   });
 });

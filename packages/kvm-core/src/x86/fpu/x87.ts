@@ -562,16 +562,16 @@ function memArith(c: X86Cpu, x: X87State, reg: number, kind: Src): void {
   const [b, bDen] = readSource(c, kind);
   const env = x.newEnv();
   if (reg === 2 || reg === 3) {
+    // Unmasked IE/DE (stack underflow included) still set C3 C2 C0 and only skip the pop (Intel).
     if (x.isEmpty(0)) {
-      if (underflow(env)) { setCompareCodes(x, F.UNORDERED); if (reg === 3) x.pop(); }
+      const masked = underflow(env);
+      setCompareCodes(x, F.UNORDERED);
+      if (masked && reg === 3) x.pop();
       finish(c, x, env, false);
       return;
     }
-    const r = F.compare(x.st(0), b, env, false, bDen);
-    if (r !== null) {
-      setCompareCodes(x, r);
-      if (reg === 3) x.pop();
-    }
+    setCompareCodes(x, F.compare(x.st(0), b, env, false, bDen));
+    if (reg === 3 && !F.unmaskedCompareFault(env)) x.pop();
     finish(c, x, env, false);
     return;
   }
@@ -608,38 +608,46 @@ function regArith(c: X86Cpu, x: X87State, op: number, i: number, dest: number, p
   finish(c, x, env, true);
 }
 
-/** FCOM/FCOMP/FCOMPP/FUCOM/FUCOMP/FUCOMPP ST(i): pops 0, 1 or 2 times. */
+/**
+ * FCOM/FCOMP/FCOMPP/FUCOM/FUCOMP/FUCOMPP ST(i): pops 0, 1 or 2 times. With IE (stack underflow
+ * included) or DE unmasked, Intel hardware still sets C3 C2 C0 (111 for IE, the real result for
+ * DE) and only skips the pops; the SDM would leave them alone.
+ */
 function compareRegs(c: X86Cpu, x: X87State, i: number, pops: number, unordered: boolean): void {
   x87PendingException(c);
   const env = x.newEnv();
+  let r: number, pop: boolean;
   if (x.isEmpty(0) || x.isEmpty(i)) {
-    if (underflow(env)) {
-      setCompareCodes(x, F.UNORDERED);
-      for (let k = 0; k < pops; k++) x.pop();
-    }
-    finish(c, x, env, false);
-    return;
+    pop = underflow(env);
+    r = F.UNORDERED;
+  } else {
+    r = F.compare(x.st(0), x.st(i), env, unordered);
+    pop = !F.unmaskedCompareFault(env);
   }
-  const r = F.compare(x.st(0), x.st(i), env, unordered);
-  if (r !== null) {
-    setCompareCodes(x, r);
-    for (let k = 0; k < pops; k++) x.pop();
-  }
+  setCompareCodes(x, r);
+  if (pop) for (let k = 0; k < pops; k++) x.pop();
   finish(c, x, env, false);
 }
 
-/** FCOMI/FCOMIP/FUCOMI/FUCOMIP: ZF PF CF from the comparison; OF SF AF cleared. */
+/**
+ * FCOMI/FCOMIP/FUCOMI/FUCOMIP: ZF PF CF from the comparison; OF SF AF cleared. With IE (stack
+ * underflow included) or DE unmasked, Intel hardware still writes the flags (unordered for IE,
+ * the real result for DE) and only skips the pop.
+ */
 function comi(c: X86Cpu, x: X87State, i: number, unordered: boolean, pop: boolean): void {
   x87PendingException(c);
   const env = x.newEnv();
-  let r: number | null;
-  if (x.isEmpty(0) || x.isEmpty(i)) r = underflow(env) ? F.UNORDERED : null;
-  else r = F.compare(x.st(0), x.st(i), env, unordered);
-  if (r !== null) {
-    const bits = r === F.LESS ? CF : r === F.EQUAL ? ZF : r === F.UNORDERED ? ZF | PF | CF : 0;
-    c.setEflags((c.getEflags() & ~(CF | PF | ZF | OF | EFLAGS_SF | AF)) | bits);
-    if (pop) x.pop();
+  let r: number;
+  if (x.isEmpty(0) || x.isEmpty(i)) {
+    if (!underflow(env)) pop = false;
+    r = F.UNORDERED;
+  } else {
+    r = F.compare(x.st(0), x.st(i), env, unordered);
+    if (F.unmaskedCompareFault(env)) pop = false;
   }
+  const bits = r === F.LESS ? CF : r === F.EQUAL ? ZF : r === F.UNORDERED ? ZF | PF | CF : 0;
+  c.setEflags((c.getEflags() & ~(CF | PF | ZF | OF | EFLAGS_SF | AF)) | bits);
+  if (pop) x.pop();
   env.c1 = 0;
   finish(c, x, env, true);
 }
@@ -763,15 +771,14 @@ function unaryArith(c: X86Cpu, x: X87State, f: (a: F80, env: FpEnv) => F80 | nul
   finish(c, x, env, true);
 }
 
+/** FTST: compares ST(0) with +0; C3 C2 C0 are set even with IE/DE unmasked (Intel). */
 function ftst(c: X86Cpu, x: X87State): void {
   x87PendingException(c);
   const env = x.newEnv();
   if (x.isEmpty(0)) {
-    if (underflow(env)) setCompareCodes(x, F.UNORDERED);
-  } else {
-    const r = F.compare(x.st(0), F.POS_ZERO, env, false);
-    if (r !== null) setCompareCodes(x, r);
-  }
+    underflow(env);
+    setCompareCodes(x, F.UNORDERED);
+  } else setCompareCodes(x, F.compare(x.st(0), F.POS_ZERO, env, false));
   finish(c, x, env, false);
 }
 
