@@ -244,7 +244,7 @@ function callGate(c: X86Cpu, gateSel: number, call: boolean): void {
   const conforming = (kind & 0x4) !== 0;
   if ((kind & 0x18) !== 0x18) c.fault(Vector.GP, csSel & 0xfffc);
   // CALL may go inwards; JMP only to the same level (or to conforming code at or above it).
-  if (call || conforming ? dpl > c.cpl : dpl !== c.cpl) c.fault(Vector.GP, csSel & 0xfffc);
+  if ((call || conforming) ? dpl > c.cpl : dpl !== c.cpl) c.fault(Vector.GP, csSel & 0xfffc);
   if (!descPresent()) c.fault(Vector.NP, csSel & 0xfffc);
   const limit = descLimit();
   const w = gate32 ? 4 : 2;

@@ -18,7 +18,7 @@ import {
   at, build, emitReporting, enterProtectedMode, expect, gateDesc, segDesc, sysDesc, tss32,
 } from './pm-kit.js';
 
-const { eax, ebx, ecx, esi, esp, ax, bx, cx, dx, al } = reg;
+const { eax, ebx, ecx, edx, esi, esp, ax, bx, cx, dx, al } = reg;
 
 export const SEL = {
   CODE0: 0x08, DATA0: 0x10, CODE3: 0x1b, DATA3: 0x23, TSS: 0x28,
@@ -28,7 +28,7 @@ export const MEM = { RING0_STACK: 0x80000, USER_STACK: 0xf000 } as const;
 /** Ports the bitmap lets ring 3 use: COM1's data port and 0x60 (bit clear); everything else up to 0x3FF is set. */
 export const ALLOWED_PORTS = [COM1, 0x60];
 const BITMAP_BYTES = 0x80; // ports 0..0x3FF
-const IDT_ENTRIES = 0x82;
+const IDT_ENTRIES = 0x83;
 
 const VARS = [
   'gp_count', 'gp_err', 'gp_eip', 'skip', 'arpl_mem', 'in_value',
@@ -95,9 +95,10 @@ export function buildCallGateGuest() {
   a.callFar(SEL.GATE32, 0);
   a.label('g32_return');
   a.mov(cx, reg.ds); // nulled by the return to ring 3
+  a.mov(edx, eax);
   a.mov(ax, SEL.DATA3).mov(reg.ds, ax);
   expect(a, 0x30, cx, 0);
-  expect(a, 0x31, eax, 0x33333333);
+  expect(a, 0x31, edx, 0x33333333);
   a.mov(eax, esp);
   expect(a, 0x32, eax, MEM.USER_STACK);
   a.mov(ax, reg.cs);
@@ -212,7 +213,7 @@ export function buildCallGateGuest() {
   a.mov(dword({ disp: 'check' }), 0xee);
   a.jmp('fail', 'near');
 
-  emitReporting(a, SEL.DATA0, 'K');
+  emitReporting(a, SEL.DATA0, 'K', 0x82);
   a.label('outs_byte').db('s'.charCodeAt(0));
 
   a.align(8, 0);
@@ -222,7 +223,7 @@ export function buildCallGateGuest() {
   segDesc(a, 0, 0xfffff, DATA0); // 0x10
   segDesc(a, 0, 0xfffff, CODE3); // 0x18
   segDesc(a, 0, 0xfffff, DATA3); // 0x20
-  sysDesc(a, 'tss', 0x68 + BITMAP_BYTES - 1, TSS32); // 0x28
+  sysDesc(a, 'tss', 0x68 + BITMAP_BYTES, TSS32); // 0x28: the bitmap and its 0xFF end byte
   gateDesc(a, SEL.CODE0, 'gate32_target', CALL_GATE32 | (3 << 13) | 2); // 0x30
   gateDesc(a, SEL.CODE0, 'gate16_target', CALL_GATE16 | (3 << 13) | 1); // 0x38
   gateDesc(a, SEL.CODE0, 'gate32_target', CALL_GATE32); // 0x40: DPL 0
@@ -237,7 +238,7 @@ export function buildCallGateGuest() {
   // The bitmap: 1 = denied.
   const bitmap = new Array<number>(BITMAP_BYTES).fill(0xff);
   for (const p of ALLOWED_PORTS) bitmap[p >>> 3] = bitmap[p >>> 3]! & ~(1 << (p & 7));
-  a.db(...bitmap);
+  a.db(...bitmap, 0xff); // the CPU reads two bytes: the map needs a trailing byte of ones
 
   a.align(4, 0);
   for (const v of VARS) a.label(v).dd(0);
@@ -247,6 +248,7 @@ export function buildCallGateGuest() {
   for (let v = 0; v < IDT_ENTRIES; v++) {
     if (v === 13) gateDesc(a, SEL.CODE0, 'gp_handler', INT_GATE);
     else if (v === 0x81) gateDesc(a, SEL.CODE0, 'finish_handler', INT_GATE | (3 << 13));
+    else if (v === 0x82) gateDesc(a, SEL.CODE0, 'fail', INT_GATE | (3 << 13));
     else gateDesc(a, SEL.CODE0, 'unexpected', INT_GATE);
   }
   return build(a);

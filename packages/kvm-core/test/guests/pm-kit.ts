@@ -112,14 +112,23 @@ export function enterProtectedMode(a: Assembler, codeSel: number, dataSel: numbe
   a.mov(ax, dataSel).mov(reg.ds, ax).mov(reg.es, ax).mov(reg.ss, ax).mov(reg.fs, ax).mov(reg.gs, ax).mov(reg.esp, esp);
 }
 
-/** `putc` (AL to COM1), `pass` (print `letter`, exit 0) and `fail` (print 'F', exit with [check]). Ring 0, flat `dataSel`. */
-export function emitReporting(a: Assembler, dataSel: number, letter: string): void {
+/**
+ * `putc` (AL to COM1), `pass` (print `letter`, exit 0) and `fail` (print 'F', exit with
+ * [check]), at ring 0 with the flat data segment `dataSel`. With `userFailVector`, `fail`
+ * reached outside ring 0 first raises that interrupt, whose DPL-3 gate must lead to `fail`.
+ */
+export function emitReporting(a: Assembler, dataSel: number, letter: string, userFailVector?: number): void {
   const { al, ax, dx, eax } = reg;
   a.label('pass');
   a.mov(al, letter.charCodeAt(0)).call('putc');
   a.mov(al, 0).out(DEBUG_EXIT, al);
   a.hlt();
   a.label('fail');
+  if (userFailVector !== undefined) {
+    a.mov(ax, reg.cs).test(al, 3).jz('fail_ring0');
+    a.int(userFailVector);
+    a.label('fail_ring0');
+  }
   a.mov(ax, dataSel).mov(reg.ds, ax);
   a.mov(al, 'F'.charCodeAt(0)).call('putc');
   a.mov(eax, dword({ disp: 'check' })).out(DEBUG_EXIT, al);
@@ -153,6 +162,7 @@ export interface RunOptions {
   inputs?: Record<number, number>;
   /** Stop at this exit reason (e.g. KVM_EXIT_SHUTDOWN) and report it rather than a failure. */
   stopAt?: number;
+  /** run() calls before giving up (each is at most one time slice). Default 500. */
   maxRuns?: number;
 }
 
@@ -176,7 +186,7 @@ export function runGuest(image: Uint8Array, opts: RunOptions = {}): GuestResult 
   let exitReason = 0;
   const outs: GuestResult['outs'] = [];
   const injected: number[] = [];
-  for (let i = 0; i < (opts.maxRuns ?? 20_000); i++) {
+  for (let i = 0; i < (opts.maxRuns ?? 500); i++) {
     const r = vcpu.run();
     exitReason = r;
     const io = vcpu.runData.io;

@@ -2,7 +2,8 @@
  * A self-checking guest for hardware task switching and the double-fault rules (run from
  * 0000:7C00 like a boot sector; see pm-kit.ts for the reporting convention). Task A is the
  * main task; paging is on. Checks (number in `check`, sub-checks 0xN0..0xNF):
- *   1. JMP to TSS B: B's registers, LDTR (DS from B's LDT), CR3 (an aliased page reads
+ *   1. JMP to our own (busy) TSS and to an LDT descriptor: #GP(selector), no switch;
+ *      JMP to TSS B: B's registers, LDTR (DS from B's LDT), CR3 (an aliased page reads
  *      differently, so the TLB was flushed), CR0.TS, busy bits, NT clear; B JMPs back and
  *      A's registers come back from TSS A, B's were saved into TSS B
  *   2. CALL through a task gate to C: NT set in C, back link = A, both busy; C's IRET returns
@@ -59,6 +60,7 @@ const VARS = [
   'b_ok', 'c_count', 'd_ok', 'e_ok', 'ts_err', 'ts_link', 'ts_saved_eip', 'ts_saved_ss',
   'df_count', 'df_err', 'df_eip', 'df_esp', 'df_cr2', 'df_link', 'df_nt', 'df_sp', 'df_resume', 'df_resume_esp',
   'pf_count', 'pf_err', 'pf_cr2', 'pf_eip', 'de_count', 'de_eip', 'counter', 'np_count', 'np_err', 'np_eip', 'np_flags',
+  'gp_count', 'gp_err', 'gp_first_err', 'gp_eip', 'skip',
 ] as const;
 
 /** Busy/available check of the TSS descriptor at `sel`: (hi & 0xF00) must be `type << 8`. */
@@ -90,8 +92,19 @@ export function buildTaskGuest(variant: TaskGuestVariant = 'pass') {
   a.mov(dword({ disp: MEM.ALIAS_B_PHYS }), 0x2222);
   a.mov(dword({ disp: MEM.LDT_DATA_BASE }), 0xcafef00d);
 
-  // --- 1. JMP to TSS B and back.
+  // --- 1. Refused switches (#GP, nothing switched), then JMP to TSS B and back.
   a.mov(dword({ disp: 'check' }), 1);
+  a.mov(dword({ disp: 'skip' }), 7);
+  a.label('jmp_busy');
+  a.jmpFar(SEL.TSS_A, 0); // our own TSS: busy
+  a.label('jmp_ldt');
+  a.jmpFar(SEL.LDT_B, 0); // not a TSS, gate or code segment
+  expect(a, 0x0a, at('gp_count'), 2);
+  expect(a, 0x0b, at('gp_err'), SEL.LDT_B);
+  expect(a, 0x0c, at('gp_eip'), 'jmp_ldt');
+  expect(a, 0x0d, at('gp_first_err'), SEL.TSS_A);
+  a.raw(STR_EAX);
+  expect(a, 0x0e, eax, SEL.TSS_A);
   a.mov(eax, dword({ disp: MEM.ALIAS })); // cache A's translation of ALIAS
   expect(a, 0x10, eax, 0x1111);
   a.raw(CLTS);
@@ -379,6 +392,17 @@ export function buildTaskGuest(variant: TaskGuestVariant = 'pass') {
   a.add(dword({ base: esp, disp: 4 }), 2); // skip DIV ECX
   a.pop(eax).iretd();
 
+  a.label('gp_handler');
+  a.push(eax);
+  a.mov(eax, dword({ base: esp, disp: 4 })).mov(at('gp_err'), eax);
+  a.cmp(dword({ disp: 'gp_count' }), 0).jne('gp_not_first');
+  a.mov(at('gp_first_err'), eax);
+  a.label('gp_not_first');
+  a.mov(eax, dword({ base: esp, disp: 8 })).mov(at('gp_eip'), eax);
+  a.inc(dword({ disp: 'gp_count' }));
+  a.mov(eax, at('skip')).add(dword({ base: esp, disp: 8 }), eax);
+  a.pop(eax).add(esp, 4).iretd();
+
   a.label('np_handler');
   a.push(eax);
   a.mov(eax, dword({ base: esp, disp: 4 })).mov(at('np_err'), eax);
@@ -443,6 +467,7 @@ export function buildTaskGuest(variant: TaskGuestVariant = 'pass') {
     else if (v === 10) gateDesc(a, SEL.TSS_TS, 0, TASK_GATE);
     else if (v === 0) gateDesc(a, SEL.CODE, 'de_handler', INT_GATE);
     else if (v === 11) gateDesc(a, SEL.CODE, 'np_handler', INT_GATE);
+    else if (v === 13) gateDesc(a, SEL.CODE, 'gp_handler', INT_GATE);
     else if (v === 0x30) gateDesc(a, SEL.NP_CODE, 'unexpected', INT_GATE);
     else gateDesc(a, SEL.CODE, 'unexpected', INT_GATE);
   }
