@@ -1,24 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { Kvm, KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, Msr, type VcpuFd, type VmFd } from '../src/index.js';
+import { KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, Msr, type VcpuFd, type VmFd } from '../src/index.js';
 import { Assembler, reg } from '../src/x86/asm/index.js';
 import { PM_GUEST_LOAD, buildProtectedModeGuest } from './guests/protected-mode.js';
+import { flatGuest } from './helpers.js';
 
 const RAM = 8 << 20;
 
 function makeVm(image: Uint8Array, at: number): { vm: VmFd; vcpu: VcpuFd; ram: Uint8Array } {
-  const vm = new Kvm().createVm();
-  const buf = new ArrayBuffer(RAM);
-  vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: RAM, userspaceAddr: buf });
-  const ram = new Uint8Array(buf);
-  ram.set(image, at);
-  const vcpu = vm.createVcpu(0);
-  const sregs = vcpu.getSregs();
-  for (const s of [sregs.cs, sregs.ds, sregs.es, sregs.ss, sregs.fs, sregs.gs]) { s.selector = 0; s.base = 0; }
-  vcpu.setSregs(sregs);
-  const regs = vcpu.getRegs();
-  regs.rip = at; regs.rsp = 0x7000;
-  vcpu.setRegs(regs);
-  return { vm, vcpu, ram };
+  return flatGuest(image, at, { ramSize: RAM });
 }
 
 /**

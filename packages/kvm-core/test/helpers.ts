@@ -193,3 +193,25 @@ export function pagesOf(bitmap: Uint8Array): number[] {
 export function ramU16(g: Guest, addr: number): number {
   return g.ram[addr]! | (g.ram[addr + 1]! << 8);
 }
+
+/**
+ * A VM with `ramSize` bytes of RAM at guest-physical 0, `image` copied to `at`, and vCPU 0 in
+ * real mode with every segment at 0 and CS:IP = 0000:`at` — how a BIOS starts a boot sector.
+ */
+export function flatGuest(image: Uint8Array, at: number, opts: { ramSize?: number; sp?: number } = {}): { kvm: Kvm; vm: VmFd; vcpu: VcpuFd; ram: Uint8Array } {
+  const kvm = new Kvm();
+  const vm = kvm.createVm();
+  const ram = new Uint8Array(new ArrayBuffer(opts.ramSize ?? 8 << 20));
+  vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: ram.byteLength, userspaceAddr: ram.buffer });
+  ram.set(image, at);
+  const vcpu = vm.createVcpu(0);
+  const sregs = vcpu.getSregs();
+  for (const seg of [sregs.cs, sregs.ds, sregs.es, sregs.ss, sregs.fs, sregs.gs]) { seg.selector = 0; seg.base = 0; }
+  vcpu.setSregs(sregs);
+  const regs = vcpu.getRegs();
+  regs.rip = at;
+  regs.rsp = opts.sp ?? 0x7000;
+  regs.rflags = 2;
+  vcpu.setRegs(regs);
+  return { kvm, vm, vcpu, ram };
+}

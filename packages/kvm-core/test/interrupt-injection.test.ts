@@ -4,27 +4,16 @@ import {
   type VcpuFd, type VmFd,
 } from '../src/index.js';
 import { Assembler, reg, word } from '../src/x86/asm/index.js';
+import { flatGuest } from './helpers.js';
 
 const ORIGIN = 0x1000;
 const { ax } = reg;
 
 /** A real-mode guest at 0000:1000 with the IVT at 0 and a stack below 0x8000. */
 function guest(build: (a: Assembler) => void): { vm: VmFd; vcpu: VcpuFd; ram: Uint8Array } {
-  const vm = new Kvm().createVm();
-  const buf = new ArrayBuffer(1 << 20);
-  vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: buf.byteLength, userspaceAddr: buf });
   const a = new Assembler({ bits: 16, origin: ORIGIN });
   build(a);
-  const ram = new Uint8Array(buf);
-  ram.set(a.bytes(), ORIGIN);
-  const vcpu = vm.createVcpu(0);
-  const sregs = vcpu.getSregs();
-  for (const s of [sregs.cs, sregs.ds, sregs.es, sregs.ss, sregs.fs, sregs.gs]) { s.selector = 0; s.base = 0; }
-  vcpu.setSregs(sregs);
-  const regs = vcpu.getRegs();
-  regs.rip = ORIGIN; regs.rsp = 0x8000; regs.rflags = 2;
-  vcpu.setRegs(regs);
-  return { vm, vcpu, ram };
+  return flatGuest(a.bytes(), ORIGIN, { ramSize: 1 << 20, sp: 0x8000 });
 }
 
 /** Installs IVT entry `vector` -> 0000:label address (patched after assembly). */

@@ -1,26 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Kvm, KVM_EXIT_HLT, KVM_EXIT_INTR, type KvmRegs, type VcpuFd, type VmFd } from '../src/index.js';
+import { KVM_EXIT_HLT, KVM_EXIT_INTR, type KvmRegs, type VcpuFd, type VmFd } from '../src/index.js';
 import { X86Cpu } from '../src/x86/cpu.js';
 import { Assembler, dword, reg } from '../src/x86/asm/index.js';
 import { PM_GUEST_LOAD, buildProtectedModeGuest } from './guests/protected-mode.js';
+import { flatGuest } from './helpers.js';
 
 const ORIGIN = 0x1000;
 const { eax, ebx, ecx, edx } = reg;
 
 function guest(code: Uint8Array, origin = ORIGIN): { vm: VmFd; vcpu: VcpuFd; ram: Uint8Array } {
-  const vm = new Kvm().createVm();
-  const buf = new ArrayBuffer(8 << 20);
-  vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: buf.byteLength, userspaceAddr: buf });
-  const ram = new Uint8Array(buf);
-  ram.set(code, origin);
-  const vcpu = vm.createVcpu(0);
-  const sregs = vcpu.getSregs();
-  for (const s of [sregs.cs, sregs.ds, sregs.es, sregs.ss, sregs.fs, sregs.gs]) { s.selector = 0; s.base = 0; }
-  vcpu.setSregs(sregs);
-  const regs = vcpu.getRegs();
-  regs.rip = origin; regs.rsp = 0x8000; regs.rflags = 2;
-  vcpu.setRegs(regs);
-  return { vm, vcpu, ram };
+  return flatGuest(code, origin, { sp: 0x8000 });
 }
 
 function runToHlt(vcpu: VcpuFd): void {

@@ -8,8 +8,9 @@
  * on a mismatch jumps to `fail`, which prints 'F' and writes that number to the debug-exit
  * port 0xF4. Passing guests print their last letter and write 0.
  */
+import { flatGuest } from '../helpers.js';
 import {
-  Kvm, KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+  KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
   type KvmRegs, type KvmSregs,
 } from '../../src/index.js';
 import { Assembler, dword, mem, reg, sym, type Imm, type Mem, type Register } from '../../src/x86/asm/index.js';
@@ -168,18 +169,7 @@ export interface RunOptions {
 
 /** Boots `image` at 0000:7C00 in real mode (8 MiB RAM) and plays the VMM until the debug exit. */
 export function runGuest(image: Uint8Array, opts: RunOptions = {}): GuestResult {
-  const kvm = new Kvm();
-  const vm = kvm.createVm();
-  const ram = new Uint8Array(new ArrayBuffer(8 << 20));
-  vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: ram.byteLength, userspaceAddr: ram.buffer });
-  ram.set(image, GUEST_LOAD);
-  const vcpu = vm.createVcpu(0);
-  const sregs0 = vcpu.getSregs();
-  for (const s of [sregs0.cs, sregs0.ds, sregs0.es, sregs0.ss, sregs0.fs, sregs0.gs]) { s.selector = 0; s.base = 0; }
-  vcpu.setSregs(sregs0);
-  const regs0 = vcpu.getRegs();
-  regs0.rip = GUEST_LOAD;
-  vcpu.setRegs(regs0);
+  const { kvm, vm, vcpu, ram } = flatGuest(image, GUEST_LOAD, { sp: 0 });
   let serial = '';
   let exitCode: number | undefined;
   let message = 'ran too long';
