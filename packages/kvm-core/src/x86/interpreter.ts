@@ -792,7 +792,8 @@ function loadFarPointer(c: X86Cpu, seg: number): void {
   setRegV(c, (c.modrm >> 3) & 7, off);
 }
 
-function imulReg(c: X86Cpu, reg: number, a: number, b: number): void {
+/** IMUL with a register destination (0F AF, 69, 6B); shared with the block compiler. */
+export function imulReg(c: X86Cpu, reg: number, a: number, b: number): void {
   let r: number, over: boolean;
   if (c.opsize32) {
     r = muls32(a, b);

@@ -12,6 +12,7 @@
  */
 import type { X86Cpu } from '../cpu.js';
 import { alu, shift } from '../alu.js';
+import { imulReg } from '../interpreter.js';
 import { CS, DS, ES, FS, GS, SS } from '../constants.js';
 
 /** A compiled block: runs one or more instructions, leaving EIP at the next one. */
@@ -182,6 +183,13 @@ function compileInsn(d: Decoder, ctx: Ctx, csLimit: number): 'next' | 'end' | 's
     body.push(`{ const a = ${reg(V, r)}; const r = (a ${inc ? '+' : '-'} 1) | 0; ${reg(V, r)} = r; c.lazyKeepCF(${inc ? 1 : 2}, a, 1, r, ${V}); }`);
   } else if (op >= 0x50 && op <= 0x57) {
     body.push(`c.push${V}(${reg(V, op & 7)});`);
+  } else if (op === 0x68 || op === 0x6a) {
+    const imm = op === 0x6a ? d.s8() : d.imm(insn.op32);
+    body.push(`c.push${V}(${V === 16 ? imm & 0xffff : imm | 0});`);
+  } else if (op === 0x69 || op === 0x6b) {
+    const r = d.modrm(insn);
+    const imm = op === 0x6b ? d.s8() : insn.op32 ? d.s32() : (d.u16() << 16) >> 16;
+    body.push(`imulReg(c, ${r.reg}, ${rd(V, r)}, ${imm});`);
   } else if (op >= 0x58 && op <= 0x5f) {
     body.push(`{ const v = c.read${V}(2, c.sp); c.adjustSp(${V / 8}); ${reg(V, op & 7)} = v; }`);
   } else if (op >= 0x70 && op <= 0x7f) {
@@ -286,6 +294,9 @@ function compileInsn(d: Decoder, ctx: Ctx, csLimit: number): 'next' | 'end' | 's
     } else if (op2 >= 0x40 && op2 <= 0x4f) {
       const r = d.modrm(insn);
       body.push(`{ const v = ${rd(V, r)}; if (c.cond(${op2 & 0xf})) ${reg(V, r.reg)} = v; }`);
+    } else if (op2 === 0xaf) {
+      const r = d.modrm(insn);
+      body.push(`imulReg(c, ${r.reg}, ${reg(V, r.reg)}, ${rd(V, r)});`);
     } else if (op2 === 0xb6 || op2 === 0xb7 || op2 === 0xbe || op2 === 0xbf) {
       const r = d.modrm(insn);
       const src = op2 & 1 ? 16 : 8;
@@ -339,6 +350,7 @@ export function compileBlock(reader: CodeReader, eip: number, code32: boolean, c
   }
   if (n === 0) return { fn: null, insns: 0, length: 0, source: '' };
   const source = ctx.out.join('\n');
-  const make = new Function('alu', 'shift', `return function block(c) {\n${source}\n};`) as (a: typeof alu, s: typeof shift) => BlockFn;
-  return { fn: make(alu, shift), insns: n, length: d.pos - eip, source };
+  const make = new Function('alu', 'shift', 'imulReg', `return function block(c) {\n${source}\n};`) as
+    (a: typeof alu, s: typeof shift, i: typeof imulReg) => BlockFn;
+  return { fn: make(alu, shift, imulReg), insns: n, length: d.pos - eip, source };
 }
