@@ -52,6 +52,27 @@ describe('block compiler', () => {
     expect(results[0]).toEqual(results[1]);
   });
 
+  it('compiled code does not depend on the decode state the interpreter left behind', () => {
+    // MOVSB is interpreted (16-bit operand size); the block after it, with a 32-bit IMUL, is
+    // compiled. Regression: the compiled IMUL once read the interpreter's operand size.
+    const results: number[] = [];
+    for (const jit of [true, false]) {
+      X86Cpu.JIT_ENABLED = jit;
+      const a = new Assembler({ bits: 16, origin: ORIGIN });
+      a.mov(ecx, 100).xor(reg.si, reg.si).mov(reg.di, 0x4000);
+      a.label('top');
+      a.raw([0xa4]); // movsb
+      a.mov(eax, 0x12345).mov(edx, 0x10001);
+      a.raw([0x66, 0x0f, 0xaf, 0xc2]); // imul eax, edx
+      a.dec(ecx).jnz('top');
+      a.hlt();
+      const g = guest(a.bytes());
+      runToHlt(g.vcpu);
+      results.push(g.vcpu.getRegs().rax);
+    }
+    expect(results).toEqual([0x23462345, 0x23462345]);
+  });
+
   it('the protected-mode guest passes with and without the compiler', () => {
     for (const jit of [true, false]) {
       X86Cpu.JIT_ENABLED = jit;

@@ -482,7 +482,7 @@ function execute(c: X86Cpu, op: number): void {
       decodeModrm(c);
       const a = readRmV(c);
       const b = op === 0x6b ? (c.fetch8() << 24) >> 24 : c.opsize32 ? c.fetch32() : (c.fetch16() << 16) >> 16;
-      imulReg(c, (c.modrm >> 3) & 7, a, b);
+      imulReg(c, (c.modrm >> 3) & 7, a, b, c.opsize32);
       return;
     }
     case 0x6c: stringOp(c, STR_INS, 1); return;
@@ -793,9 +793,9 @@ function loadFarPointer(c: X86Cpu, seg: number): void {
 }
 
 /** IMUL with a register destination (0F AF, 69, 6B); shared with the block compiler. */
-export function imulReg(c: X86Cpu, reg: number, a: number, b: number): void {
+export function imulReg(c: X86Cpu, reg: number, a: number, b: number, op32: boolean): void {
   let r: number, over: boolean;
-  if (c.opsize32) {
+  if (op32) {
     r = muls32(a, b);
     over = mulHigh !== r >> 31;
     c.r32[reg] = r;
@@ -922,7 +922,7 @@ function executeTwoByte(c: X86Cpu, op: number): void {
       if ((count & 31) !== 0) writeRmV(c, r);
       return;
     }
-    case 0xaf: decodeModrm(c); imulReg(c, (c.modrm >> 3) & 7, regV(c, (c.modrm >> 3) & 7), readRmV(c)); return;
+    case 0xaf: decodeModrm(c); imulReg(c, (c.modrm >> 3) & 7, regV(c, (c.modrm >> 3) & 7), readRmV(c), c.opsize32); return;
     case 0xae: { // FXSAVE /0, FXRSTOR /1 (memory); the SSE forms (LDMXCSR, fences, ...) are #UD without SSE.
       decodeModrm(c);
       const r = (c.modrm >> 3) & 7;

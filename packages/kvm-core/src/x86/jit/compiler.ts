@@ -2,7 +2,9 @@
  * The block compiler: turns a straight run of guest instructions into one JavaScript function
  * (`new Function`), with operands, addresses and immediates folded into the source. Only
  * common instructions are compiled; a block ends before anything else, and the interpreter
- * runs that instruction. Semantics come from the same helpers the interpreter uses (alu,
+ * runs that instruction. Helpers called from compiled code must not read the interpreter's
+ * per-instruction decode state (opsize32, prefixSeg, …): it belongs to whatever instruction the
+ * interpreter ran last, so sizes are passed in as constants. Semantics come from the same helpers the interpreter uses (alu,
  * shift, the CPU's memory and flag methods), so both paths agree by construction.
  *
  * Each compiled instruction first records where it starts (startEip/startEsp) and where it
@@ -189,7 +191,7 @@ function compileInsn(d: Decoder, ctx: Ctx, csLimit: number): 'next' | 'end' | 's
   } else if (op === 0x69 || op === 0x6b) {
     const r = d.modrm(insn);
     const imm = op === 0x6b ? d.s8() : insn.op32 ? d.s32() : (d.u16() << 16) >> 16;
-    body.push(`imulReg(c, ${r.reg}, ${rd(V, r)}, ${imm});`);
+    body.push(`imulReg(c, ${r.reg}, ${rd(V, r)}, ${imm}, ${insn.op32});`);
   } else if (op >= 0x58 && op <= 0x5f) {
     body.push(`{ const v = c.read${V}(2, c.sp); c.adjustSp(${V / 8}); ${reg(V, op & 7)} = v; }`);
   } else if (op >= 0x70 && op <= 0x7f) {
@@ -296,7 +298,7 @@ function compileInsn(d: Decoder, ctx: Ctx, csLimit: number): 'next' | 'end' | 's
       body.push(`{ const v = ${rd(V, r)}; if (c.cond(${op2 & 0xf})) ${reg(V, r.reg)} = v; }`);
     } else if (op2 === 0xaf) {
       const r = d.modrm(insn);
-      body.push(`imulReg(c, ${r.reg}, ${reg(V, r.reg)}, ${rd(V, r)});`);
+      body.push(`imulReg(c, ${r.reg}, ${reg(V, r.reg)}, ${rd(V, r)}, ${insn.op32});`);
     } else if (op2 === 0xb6 || op2 === 0xb7 || op2 === 0xbe || op2 === 0xbf) {
       const r = d.modrm(insn);
       const src = op2 & 1 ? 16 : 8;
