@@ -9,6 +9,8 @@ import { Hdr } from './bzimage.js';
 
 /** Offsets in struct boot_params (outside the setup header). */
 export const BootParams = {
+  /** acpi_rsdp_addr (u64), read by kernels with boot protocol 2.14 or later. */
+  ACPI_RSDP_ADDR: 0x070,
   ALT_MEM_K: 0x1e0,
   E820_ENTRIES: 0x1e8,
   E820_TABLE: 0x2d0,
@@ -25,6 +27,8 @@ export interface BootParamsOptions {
   cmdlineAddr: number;
   initrd?: { addr: number; size: number };
   e820: readonly E820Entry[];
+  /** Guest address of the ACPI RSDP, for boot_params.acpi_rsdp_addr (protocol 2.14+; older kernels scan the BIOS area instead). */
+  rsdpAddr?: number;
 }
 
 /** Builds boot_params (4 KiB). */
@@ -36,6 +40,10 @@ export function buildBootParams(o: BootParamsOptions): Uint8Array {
   dv.setUint32(Hdr.CMD_LINE_PTR, o.cmdlineAddr, true);
   dv.setUint32(Hdr.RAMDISK_IMAGE, o.initrd?.addr ?? 0, true);
   dv.setUint32(Hdr.RAMDISK_SIZE, o.initrd?.size ?? 0, true);
+  if (o.rsdpAddr !== undefined) {
+    dv.setUint32(BootParams.ACPI_RSDP_ADDR, o.rsdpAddr % 0x1_0000_0000, true);
+    dv.setUint32(BootParams.ACPI_RSDP_ADDR + 4, Math.floor(o.rsdpAddr / 0x1_0000_0000), true);
+  }
   if (o.e820.length > E820_MAX_ENTRIES) throw new BootError(`the memory map has ${o.e820.length} entries; boot_params holds ${E820_MAX_ENTRIES}`);
   bp[BootParams.E820_ENTRIES] = o.e820.length;
   o.e820.forEach((e, i) => {

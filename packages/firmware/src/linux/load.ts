@@ -30,6 +30,8 @@ export interface LinuxBootOptions {
   ramSize: number;
   /** Extra reserved E820 ranges (APICs, ROMs, ACPI tables). */
   reserved?: readonly E820Entry[];
+  /** Guest address of the ACPI RSDP, passed in boot_params.acpi_rsdp_addr. */
+  rsdpAddr?: number;
 }
 
 export interface LoadedLinux {
@@ -78,7 +80,7 @@ export function loadLinux(memory: GuestMemory, o: LinuxBootOptions): LoadedLinux
   dv.setUint32(BOOT_DS, 0x0000ffff, true); dv.setUint32(BOOT_DS + 4, 0x00cf9300, true);
   memory.write(Layout.GDT, gdt);
 
-  memory.write(Layout.ZERO_PAGE, buildBootParams({ header: image.header, cmdlineAddr: Layout.CMDLINE, initrd, e820 }));
+  memory.write(Layout.ZERO_PAGE, buildBootParams({ header: image.header, cmdlineAddr: Layout.CMDLINE, initrd, e820, rsdpAddr: o.rsdpAddr }));
   return { image, entry: image.code32Start, bootParams: Layout.ZERO_PAGE, initrd, e820 };
 }
 
