@@ -157,6 +157,8 @@ export class X86Cpu {
   /** 1 where the cached page is global (kept across CR3 writes). */
   private readonly tlbGlobal = new Uint8Array(TLB_PAGES);
   private readonly tlbList = new Int32Array(TLB_LIST_MAX);
+  /** Bumped whenever translations are dropped: links between compiled blocks older than it are not followed. */
+  tlbGeneration = 0;
   /** The smallest TLB entry value that hits at the current privilege (see readLin8). */
   tlbNeed = 0;
   /** Memory accesses are checked as user-mode (CPL 3) accesses. */
@@ -389,6 +391,19 @@ export class X86Cpu {
     this.segBase[seg] = base | 0;
     this.segLimit[seg] = limit >>> 0;
     this.segAr[seg] = ar;
+    this.updateFlat(seg);
+  }
+
+  /**
+   * Bit s of `segFlat`: segment s has base 0, a 4 GiB limit and is usable and expand-up, so an
+   * access needs no limit check unless it runs past 4 GiB (the common case in 32-bit code).
+   */
+  segFlat = 0;
+  private updateFlat(seg: number): void {
+    const ar = this.segAr[seg]!;
+    const flat = this.segBase[seg] === 0 && this.segLimit[seg] === 0xffffffff && (ar & AR_UNUSABLE) === 0 &&
+      (ar & (AR_S | 0xc)) !== (AR_S | 0x4);
+    this.segFlat = flat ? this.segFlat | (1 << seg) : this.segFlat & ~(1 << seg);
   }
 
   /** MOV/POP to a segment register, LDS and friends, far transfers: the selector is loaded by mode. */
@@ -398,6 +413,7 @@ export class X86Cpu {
       // Real and V86 mode: only the selector and base change; limit and attributes are kept.
       this.segSel[seg] = sel;
       this.segBase[seg] = sel << 4;
+      this.updateFlat(seg);
       if (seg === CS) { this.fetchMax = -1; this.updateMode(); }
       return;
     }
@@ -463,6 +479,7 @@ export class X86Cpu {
   /** Drops cached translations; global pages (CR4.PGE) survive unless `all`. */
   flushTlb(all = true): void {
     this.fetchMax = -1;
+    this.tlbGeneration++;
     const list = this.tlbList;
     if (this.tlbCount > TLB_LIST_MAX) {
       this.tlbRead.fill(0); this.tlbWrite.fill(0); this.tlbGlobal.fill(0);
@@ -481,6 +498,7 @@ export class X86Cpu {
   /** INVLPG: forgets one page's translation, global or not. */
   invalidatePage(lin: number): void {
     this.fetchMax = -1;
+    this.tlbGeneration++;
     const p = lin >>> 12;
     this.tlbRead[p] = 0; this.tlbWrite[p] = 0; this.tlbGlobal[p] = 0;
   }
@@ -674,26 +692,32 @@ export class X86Cpu {
   // --- Segmented memory -----------------------------------------------------------------------
 
   read8(seg: number, off: number): number {
+    if ((this.segFlat & (1 << seg)) !== 0 && (off >>> 0) <= 4294967295) return this.readLin8(off);
     this.checkLimit(seg, off, 1);
     return this.readLin8((this.segBase[seg]! + off) | 0);
   }
   read16(seg: number, off: number): number {
+    if ((this.segFlat & (1 << seg)) !== 0 && (off >>> 0) <= 4294967294) return this.readLin16(off);
     this.checkLimit(seg, off, 2);
     return this.readLin16((this.segBase[seg]! + off) | 0);
   }
   read32(seg: number, off: number): number {
+    if ((this.segFlat & (1 << seg)) !== 0 && (off >>> 0) <= 4294967292) return this.readLin32(off);
     this.checkLimit(seg, off, 4);
     return this.readLin32((this.segBase[seg]! + off) | 0);
   }
   write8(seg: number, off: number, v: number): void {
+    if ((this.segFlat & (1 << seg)) !== 0 && (off >>> 0) <= 4294967295) { this.writeLin8(off, v); return; }
     this.checkLimit(seg, off, 1);
     this.writeLin8((this.segBase[seg]! + off) | 0, v);
   }
   write16(seg: number, off: number, v: number): void {
+    if ((this.segFlat & (1 << seg)) !== 0 && (off >>> 0) <= 4294967294) { this.writeLin16(off, v); return; }
     this.checkLimit(seg, off, 2);
     this.writeLin16((this.segBase[seg]! + off) | 0, v);
   }
   write32(seg: number, off: number, v: number): void {
+    if ((this.segFlat & (1 << seg)) !== 0 && (off >>> 0) <= 4294967292) { this.writeLin32(off, v); return; }
     this.checkLimit(seg, off, 4);
     this.writeLin32((this.segBase[seg]! + off) | 0, v);
   }

@@ -28,6 +28,10 @@ interface Entry {
   source: Uint8Array | null;
   /** The `runSerial` of the vCPU when the bytes were last checked. */
   verified: number;
+  /** The block that ran right after this one last time, followed without a lookup. */
+  succ: Entry | null;
+  /** The vCPU's tlbGeneration when `succ` was linked: a changed linear-to-physical map breaks the link. */
+  succGen: number;
 }
 
 export class BlockCache {
@@ -37,6 +41,8 @@ export class BlockCache {
   private readonly pageBlocks = new Map<number, number[]>();
   compiled = 0;
   invalidations = 0;
+  /** The compiled block that ran last, when nothing ran between it and the next lookup. */
+  private last: Entry | null = null;
 
   /**
    * Runs the compiled block for code at `offset` of slot `slotId` (where EIP points), compiling
@@ -49,7 +55,7 @@ export class BlockCache {
     const csBase = c.segBase[1]!, code32 = c.code32, csLimit = c.segLimit[1]!;
     let e = map.get(offset);
     if (e === undefined || e.eip !== eip || e.csBase !== csBase || e.code32 !== code32 || e.csLimit !== csLimit) {
-      e = { fn: null, hits: 0, eip, csBase, code32, csLimit, uncompilable: false, source: null, verified: 0 };
+      e = { fn: null, hits: 0, eip, csBase, code32, csLimit, uncompilable: false, source: null, verified: 0, succ: null, succGen: -1 };
       map.set(offset, e);
     }
     if (e.fn !== null) {
@@ -60,10 +66,14 @@ export class BlockCache {
         }
         e.verified = c.runSerial;
       }
+      const last = this.last;
+      if (last !== null) { last.succ = e; last.succGen = c.tlbGeneration; }
       c.jitStale = false;
       e.fn(c);
+      this.last = this.chain(c, e);
       return true;
     }
+    this.last = null;
     if (e.uncompilable || ++e.hits < COMPILE_THRESHOLD) return false;
     const block = compileBlock(reader, eip, code32, csLimit);
     if (block.fn === null) { e.uncompilable = true; return false; }
@@ -75,6 +85,22 @@ export class BlockCache {
     c.jitStale = false;
     e.fn(c);
     return true;
+  }
+
+  /**
+   * Runs successor blocks directly while the time slice lasts: the successor must start where
+   * EIP is, be checked this run, and be linked under the current translations and CS.
+   */
+  private chain(c: X86Cpu, from: Entry): Entry {
+    let cur = from;
+    while (c.budget > 0 && !c.eventPending && !c.jitStale) {
+      const s = cur.succ;
+      if (s === null || s.fn === null || s.eip !== c.eip || cur.succGen !== c.tlbGeneration || s.verified !== c.runSerial ||
+        s.csBase !== c.segBase[1] || s.code32 !== c.code32 || s.csLimit !== c.segLimit[1]) break;
+      s.fn(c);
+      cur = s;
+    }
+    return cur;
   }
 
   private markCodePage(c: X86Cpu, slotId: number, offset: number): void {
@@ -108,7 +134,12 @@ export class BlockCache {
     pages[page] = 0;
     const key = slotId * 0x100000 + page;
     const map = this.bySlot[slotId];
-    for (const off of this.pageBlocks.get(key) ?? []) map?.delete(off);
+    for (const off of this.pageBlocks.get(key) ?? []) {
+      const e = map?.get(off);
+      if (e) e.fn = null; // blocks linked to it must not run it
+      map?.delete(off);
+    }
+    this.last = null;
     this.pageBlocks.delete(key);
     this.invalidations++;
     c.jitStale = true;
@@ -123,6 +154,7 @@ export class BlockCache {
 
   /** Drops everything (memory map changes). */
   clear(): void {
+    this.last = null;
     this.bySlot.length = 0;
     this.codePages.length = 0;
     this.pageBlocks.clear();
