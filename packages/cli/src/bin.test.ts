@@ -138,6 +138,17 @@ describe('kvmts bad input', () => {
     expectUsageError(kvmts('run', '--demo', '--raw', 'x.bin'), 'either --raw FILE or --demo');
   });
 
+  it('reports unusable --kernel input in one line', () => {
+    const notKernel = join(dir, 'not-a-kernel.bin');
+    writeFileSync(notKernel, new Uint8Array(4096));
+    expectUsageError(kvmts('run', '--kernel', join(dir, 'missing-bzImage')), `cannot read kernel '${join(dir, 'missing-bzImage')}': no such file or directory`);
+    expectUsageError(kvmts('run', '--kernel', notKernel), `'${notKernel}' is not a Linux bzImage`);
+    expectUsageError(kvmts('run', '--kernel', notKernel, '--mem', '8M'), '--mem 8M is too small to boot Linux');
+    expectUsageError(kvmts('run', '--kernel', notKernel, '--demo'), 'either --kernel FILE or --raw FILE/--demo');
+    expectUsageError(kvmts('run', '--demo', '--initrd', notKernel), '--initrd needs --kernel');
+    expectUsageError(kvmts('run', '--kernel', notKernel, '--clock', 'sundial'), "invalid --clock 'sundial'");
+  });
+
   it('reports unknown options and commands briefly', () => {
     expectUsageError(kvmts('run', '--turbo'), "unknown option '--turbo'");
     expectUsageError(kvmts('launch'), "unknown command 'launch'");

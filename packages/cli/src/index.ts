@@ -28,3 +28,23 @@ export { readNewc, sortEntries, writeNewc } from './guest/cpio.js';
 export type { CpioEntry, CpioOptions, NewcMember } from './guest/cpio.js';
 export { DISK_SIGNATURE, DISK_SIZE, buildDiskImage, buildInitramfs } from './guest/initramfs.js';
 export { INIT_SCRIPT } from './guest/init-script.js';
+export { ACPI_SCI_IRQ, PcMachine } from './machine/pc.js';
+export type { MachineStop, PcMachineOptions } from './machine/pc.js';
+export { PcRunLoop } from './machine/run-loop.js';
+export type {
+  InterruptSource,
+  LoopBus,
+  LoopClock,
+  LoopHost,
+  LoopOutcome,
+  LoopRunData,
+  LoopStats,
+  LoopTimers,
+  LoopVcpu,
+  PcRunLoopParts,
+  SliceResult,
+} from './machine/run-loop.js';
+export { DEFAULT_LINUX_MEM, MIN_LINUX_MEM, processInput, runLinux } from './machine/linux.js';
+export type { GuestInput, LinuxRunIo, LinuxRunOptions } from './machine/linux.js';
+export { ESCAPE_CHAR, ESCAPE_HELP, EscapeFilter } from './machine/escape.js';
+export type { EscapeResult } from './machine/escape.js';

@@ -12,11 +12,14 @@ import { addGuestCommands } from './guest/command.js';
 import { buildDemoGuest } from './guests/demo.js';
 import { REAL_MODE_LOAD_LIMIT, checkPlacement, describeFsError, readImageFile, realModeEntry } from './image.js';
 import { Vmm, outcomeExitStatus, outcomeMessage } from './vmm.js';
+import { DEFAULT_LINUX_MEM, processInput, runLinux, type GuestInput } from './machine/linux.js';
 
 /** Where the command writes. Guest serial output goes to `stdout`. */
 export interface CliIo {
   stdout(chunk: Uint8Array | string): void;
   stderr(text: string): void;
+  /** The guest console's input for `kvmts run --kernel` (none: the guest gets no input). */
+  input?: GuestInput;
 }
 
 /** The real process streams. */
@@ -37,6 +40,7 @@ export function processIo(): CliIo {
     stderr: (text) => {
       process.stderr.write(text);
     },
+    input: processInput(),
   };
 }
 
@@ -53,8 +57,13 @@ const DEFAULT_LOAD_ADDR = '0x7c00';
 const DEFAULT_MEM = '16M';
 
 const EXIT_STATUS_HELP = `
+Linux (--kernel): COM1 is the console on stdout, and stdin is its input (on a terminal in
+raw mode: type Ctrl-A X to quit, Ctrl-A H for help). A guest reset reboots the kernel
+unless --no-reboot is given.
+
 Exit status of 'kvmts run':
-  0    the guest halted with interrupts disabled
+  0    the guest halted with interrupts disabled, or powered off (ACPI S5), or reset
+       with --no-reboot, or the user quit with Ctrl-A X
   v    the guest wrote v to the debug-exit port 0xf4 (the raw value, low 8 bits;
        QEMU's isa-debug-exit would give (v << 1) | 1)
   1    the guest halted with interrupts enabled (no device can interrupt it yet)
@@ -89,6 +98,21 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
   }
 }
 
+/** `kvmts run`'s options as commander parses them. */
+interface RunCliOptions {
+  kernel?: string;
+  initrd?: string;
+  append: string;
+  reboot: boolean;
+  debugExit?: boolean;
+  clock: string;
+  stats?: boolean;
+  raw?: string;
+  demo?: boolean;
+  loadAddr: string;
+  mem?: string;
+}
+
 function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
   const program = new Command('kvmts');
   program
@@ -104,18 +128,50 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
 
   program
     .command('run')
-    .description('Boot a flat binary (or the built-in demo) in real mode; COM1 goes to stdout.')
+    .description('Boot a Linux bzImage on a PC, or a flat binary (or the built-in demo) in real mode; COM1 goes to stdout.')
+    .option('--kernel <file>', 'Linux bzImage to boot on the PC machine')
+    .option('--initrd <file>', 'initial ramdisk for --kernel')
+    .option('--append <cmdline>', 'kernel command line for --kernel', '')
+    .option('--no-reboot', 'with --kernel: exit (status 0) when the guest resets instead of rebooting')
+    .option('--debug-exit', 'with --kernel: map the debug-exit port 0xf4 (a write of v exits with status v)')
+    .option('--clock <mode>', "with --kernel: guest time from the 'host' clock or retired 'instructions' (deterministic)", 'host')
+    .option('--stats', 'with --kernel: print the time to GUEST-BOOT-OK and the run time on stderr')
     .option('--raw <file>', 'flat binary image to load')
     .option('--demo', 'run the built-in demo guest instead of a file')
     .option('--load-addr <addr>', 'guest-physical load address, hex or decimal; the vCPU starts there', DEFAULT_LOAD_ADDR)
-    .option('--mem <size>', 'guest RAM size (K, M or G suffix)', DEFAULT_MEM)
+    .option('--mem <size>', `guest RAM size (K, M or G suffix; default ${DEFAULT_MEM}, ${formatSize(DEFAULT_LINUX_MEM)} with --kernel)`)
     .addHelpText('after', EXIT_STATUS_HELP)
-    .action((opts: { raw?: string; demo?: boolean; loadAddr: string; mem: string }) => {
-      const memSize = parseSize(opts.mem, '--mem');
-      checkMemSize(memSize, opts.mem);
+    .action(async (opts: RunCliOptions) => {
+      const mem = opts.mem ?? (opts.kernel !== undefined ? formatSize(DEFAULT_LINUX_MEM) : DEFAULT_MEM);
+      const memSize = parseSize(mem, '--mem');
+      checkMemSize(memSize, mem);
+      if (opts.kernel !== undefined) {
+        if (opts.raw !== undefined || opts.demo) throw new CliError('use either --kernel FILE or --raw FILE/--demo, not both');
+        if (opts.clock !== 'host' && opts.clock !== 'instructions') {
+          throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
+        }
+        setStatus(
+          await runLinux(
+            {
+              kernel: opts.kernel,
+              ...(opts.initrd !== undefined ? { initrd: opts.initrd } : {}),
+              append: opts.append,
+              memSize,
+              noReboot: !opts.reboot,
+              debugExit: opts.debugExit === true,
+              clockMode: opts.clock,
+              stats: opts.stats === true,
+            },
+            io,
+            io.input,
+          ),
+        );
+        return;
+      }
+      if (opts.initrd !== undefined) throw new CliError('--initrd needs --kernel');
       const loadAddr = parseAddress(opts.loadAddr, '--load-addr');
       if (opts.raw !== undefined && opts.demo) throw new CliError('use either --raw FILE or --demo, not both');
-      if (opts.raw === undefined && !opts.demo) throw new CliError("nothing to run: give --raw FILE or --demo (see 'kvmts run --help')");
+      if (opts.raw === undefined && !opts.demo) throw new CliError("nothing to run: give --kernel FILE, --raw FILE or --demo (see 'kvmts run --help')");
       const run: RunOptions = opts.demo ? { demo: true, loadAddr, memSize } : { raw: opts.raw!, loadAddr, memSize };
       setStatus(runCommand(run, io));
     });

@@ -1,0 +1,335 @@
+/**
+ * `kvmts run --kernel`: boot a Linux bzImage on a {@link PcMachine} with COM1 as the console.
+ *
+ * The guest's COM1 output goes to stdout; stdin feeds COM1's receiver (in raw mode when it is a
+ * terminal, where Ctrl-A X quits as in QEMU). The run ends when the guest powers off (ACPI S5),
+ * halts with interrupts disabled (Linux's `halt`, and `poweroff` when it finds no ACPI), writes
+ * the debug-exit port (with `--debug-exit`), or resets with `--no-reboot`; without
+ * `--no-reboot` a reset boots the same kernel again on a fresh machine.
+ * @module
+ */
+
+import { readFileSync } from 'node:fs';
+import { BootError, enterLinux, loadLinux, parseBzImage } from '@kvmts/firmware';
+import { formatSize } from '../args.js';
+import { ConsoleSink } from '../console.js';
+import { CliError, ExitStatus } from '../errors.js';
+import { describeFsError } from '../image.js';
+import { ESCAPE_HELP, EscapeFilter } from './escape.js';
+import { PcMachine } from './pc.js';
+import { PcRunLoop, type LoopHost, type LoopOutcome } from './run-loop.js';
+
+/** Smallest RAM `kvmts run --kernel` accepts; the kernel's own checks come on top. */
+export const MIN_LINUX_MEM = 16 * 1024 * 1024;
+/** Default RAM for `kvmts run --kernel`. */
+export const DEFAULT_LINUX_MEM = 256 * 1024 * 1024;
+
+/** Options of `kvmts run --kernel`. */
+export interface LinuxRunOptions {
+  kernel: string;
+  initrd?: string;
+  append: string;
+  memSize: number;
+  /** Exit with status 0 when the guest resets, instead of booting it again. */
+  noReboot?: boolean;
+  /** Map the debug-exit port 0xF4; a write of v ends the run with status v. */
+  debugExit?: boolean;
+  /** Guest time from retired instructions instead of the host clock. */
+  clockMode?: 'host' | 'instructions';
+  /** Print boot timing and guest MIPS on stderr at the end. */
+  stats?: boolean;
+}
+
+/** Where the guest's console input comes from. */
+export interface GuestInput {
+  /** A terminal: put it in raw mode and honour Ctrl-A X. */
+  readonly tty: boolean;
+  /** Start delivering input; the returned function stops it (and restores the terminal). */
+  start(onData: (chunk: Uint8Array) => void, onEnd: () => void): () => void;
+}
+
+/** The process's stdin as {@link GuestInput}. */
+export function processInput(): GuestInput {
+  const stdin = process.stdin;
+  const tty = stdin.isTTY === true;
+  return {
+    tty,
+    start(onData, onEnd) {
+      const data = (chunk: Buffer): void => onData(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
+      if (tty) stdin.setRawMode(true);
+      stdin.on('data', data);
+      stdin.on('end', onEnd);
+      stdin.on('error', onEnd);
+      stdin.resume();
+      return () => {
+        stdin.off('data', data);
+        stdin.off('end', onEnd);
+        stdin.off('error', onEnd);
+        if (tty) stdin.setRawMode(false);
+        stdin.pause();
+      };
+    },
+  };
+}
+
+/** Output and diagnostics of the command (CliIo has them). */
+export interface LinuxRunIo {
+  stdout(chunk: Uint8Array | string): void;
+  stderr(text: string): void;
+}
+
+function readInput(path: string, what: string): Uint8Array {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (err) {
+    throw new CliError(`cannot read ${what} '${path}': ${describeFsError(err)}`);
+  }
+  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+}
+
+/** Sleeping and waking for the run loop, driven by the input's arrival. */
+class Host implements LoopHost {
+  private wakeUp: (() => void) | null = null;
+  open = false;
+
+  yield(): Promise<void> {
+    return new Promise((resolve) => setImmediate(resolve));
+  }
+
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = Number.isFinite(ms) ? setTimeout(done, Math.max(0, ms)) : undefined;
+      const self = this;
+      function done(): void {
+        if (timer !== undefined) clearTimeout(timer);
+        self.wakeUp = null;
+        resolve();
+      }
+      this.wakeUp = done;
+    });
+  }
+
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  inputOpen(): boolean {
+    return this.open;
+  }
+}
+
+/** Bytes typed but not yet taken by the UART's receive FIFO. */
+class InputQueue {
+  private bytes: number[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.bytes.length - this.head;
+  }
+
+  push(chunk: Uint8Array): void {
+    for (const b of chunk) this.bytes.push(b);
+  }
+
+  /** Hand over up to `room` bytes. */
+  take(room: number): number[] {
+    const n = Math.min(room, this.length);
+    const out = this.bytes.slice(this.head, this.head + n);
+    this.head += n;
+    if (this.head === this.bytes.length) {
+      this.bytes = [];
+      this.head = 0;
+    }
+    return out;
+  }
+}
+
+function hex(v: number): string {
+  return `0x${(v >>> 0).toString(16)}`;
+}
+
+/** `kvmts run --kernel ...`: boots until the guest ends; returns the exit status. */
+export async function runLinux(options: LinuxRunOptions, io: LinuxRunIo, input?: GuestInput): Promise<number> {
+  if (options.memSize < MIN_LINUX_MEM) {
+    throw new CliError(`--mem ${formatSize(options.memSize)} is too small to boot Linux: at least ${formatSize(MIN_LINUX_MEM)} is needed`);
+  }
+  const kernel = readInput(options.kernel, 'kernel');
+  try {
+    parseBzImage(kernel, `'${options.kernel}'`);
+  } catch (err) {
+    if (err instanceof BootError) throw new CliError(err.message);
+    throw err;
+  }
+  const initrd = options.initrd !== undefined ? readInput(options.initrd, 'initrd') : undefined;
+
+  const sink = new ConsoleSink((chunk) => io.stdout(chunk));
+  const host = new Host();
+  const queue = new InputQueue();
+  const escape = new EscapeFilter();
+  let loop: PcRunLoop | null = null;
+  let quit = false;
+  let stopInput: (() => void) | undefined;
+  if (input) {
+    host.open = true;
+    stopInput = input.start(
+      (chunk) => {
+        if (input.tty) {
+          const r = escape.feed(chunk);
+          if (r.help) io.stderr(ESCAPE_HELP);
+          queue.push(r.data);
+          if (r.quit) {
+            quit = true;
+            loop?.quit();
+          }
+        } else {
+          queue.push(chunk);
+        }
+        host.wake();
+      },
+      () => {
+        host.open = false;
+        host.wake();
+      },
+    );
+  }
+
+  const t0 = performance.now();
+  let bootOkMs = -1;
+  const marker = 'GUEST-BOOT-OK';
+  let matched = 0;
+  const out = (byte: number): void => {
+    sink.push(byte);
+    if (options.stats && bootOkMs < 0) {
+      matched = byte === marker.charCodeAt(matched) ? matched + 1 : byte === marker.charCodeAt(0) ? 1 : 0;
+      if (matched === marker.length) bootOkMs = performance.now() - t0;
+    }
+  };
+
+  try {
+    for (let boot = 0; ; boot++) {
+      let machine: PcMachine;
+      try {
+        machine = new PcMachine({
+          memSize: options.memSize,
+          serialOutput: out,
+          clockMode: options.clockMode ?? 'host',
+          debugExit: options.debugExit ?? false,
+        });
+      } catch (err) {
+        if (err instanceof RangeError) throw new CliError(`cannot allocate ${formatSize(options.memSize)} of guest memory`);
+        throw err;
+      }
+      let outcome: LoopOutcome;
+      try {
+        try {
+          const loaded = loadLinux(machine.vm.memory, {
+            kernel,
+            ...(initrd ? { initrd } : {}),
+            cmdline: options.append,
+            ramSize: options.memSize,
+          });
+          enterLinux(machine.vcpu, loaded);
+        } catch (err) {
+          if (err instanceof BootError) {
+            const msg = err.message.replace(/^kernel image\b/, `'${options.kernel}'`);
+            throw new CliError(msg.replace(/^the initrd\b/, `the initrd '${options.initrd ?? ''}'`));
+          }
+          throw err;
+        }
+        const serial = machine.serial;
+        const l = new PcRunLoop({
+          vcpu: machine.vcpu,
+          io: machine.ioBus,
+          mmio: machine.mmioBus,
+          intc: machine.pic,
+          timers: machine.vm.timers,
+          clock: machine.vm.clock,
+          takeStop: () => machine.takeStop(),
+          poll: () => {
+            if (queue.length > 0 && serial.rxFree > 0) serial.enqueueInput(queue.take(serial.rxFree));
+          },
+        });
+        loop = l;
+        if (quit) l.quit();
+        const hostYield = host.yield.bind(host);
+        outcome = await l.run({
+          yield: () => {
+            sink.flush();
+            return hostYield();
+          },
+          sleep: (ms) => {
+            sink.flush();
+            return host.sleep(ms);
+          },
+          inputOpen: () => host.inputOpen(),
+        });
+        sink.flush();
+        if (outcome.kind === 'internal-error' || outcome.kind === 'unknown-exit') io.stderr(describeVcpu(machine));
+      } finally {
+        loop = null;
+        machine.close();
+      }
+      const status = finish(outcome, options, io, boot);
+      if (status === 'reboot') continue;
+      if (options.stats) {
+        const total = performance.now() - t0;
+        io.stderr(
+          `kvmts: ${bootOkMs >= 0 ? `GUEST-BOOT-OK after ${(bootOkMs / 1000).toFixed(1)} s, ` : ''}` +
+            `ran ${(total / 1000).toFixed(1)} s\n`,
+        );
+      }
+      return status;
+    }
+  } finally {
+    sink.flush();
+    stopInput?.();
+  }
+}
+
+/** The exit status for an outcome, or 'reboot'; prints the outcome's message. */
+function finish(outcome: LoopOutcome, options: LinuxRunOptions, io: LinuxRunIo, boot: number): number | 'reboot' {
+  switch (outcome.kind) {
+    case 'poweroff':
+      return ExitStatus.Ok;
+    case 'debug-exit':
+      return outcome.value & 0xff;
+    case 'quit':
+      io.stderr('\r\nkvmts: terminated by the user (Ctrl-A X)\n');
+      return ExitStatus.Ok;
+    case 'reset':
+    case 'shutdown': {
+      const source = outcome.kind === 'reset' ? outcome.source : 'triple fault';
+      if (options.noReboot) {
+        io.stderr(`kvmts: guest requested reset (${source}); exiting (--no-reboot)\n`);
+        return ExitStatus.Ok;
+      }
+      io.stderr(`kvmts: guest reset (${source}); rebooting${boot > 0 ? ` (boot ${boot + 2})` : ''}\n`);
+      return 'reboot';
+    }
+    case 'halted':
+      io.stderr(`kvmts: the guest halted with interrupts disabled at eip ${hex(outcome.rip)}; nothing can wake it, stopping\n`);
+      return ExitStatus.Ok;
+    case 'halted-forever':
+      io.stderr(`kvmts: the guest halted at eip ${hex(outcome.rip)} waiting for an interrupt, but no timer is armed and no input can come; stopping\n`);
+      return ExitStatus.HaltedWithInterrupts;
+    case 'internal-error':
+      io.stderr(`kvmts: internal error: ${outcome.message}\n`);
+      return ExitStatus.InternalError;
+    case 'unknown-exit':
+      io.stderr(`kvmts: internal error: unexpected exit reason ${outcome.reason}\n`);
+      return ExitStatus.InternalError;
+  }
+}
+
+/** The vCPU's registers, for an internal error report. */
+function describeVcpu(machine: PcMachine): string {
+  const r = machine.vcpu.getRegs();
+  const s = machine.vcpu.getSregs();
+  return (
+    `kvmts: vcpu state: eip=${hex(r.rip)} eflags=${hex(r.rflags)} eax=${hex(r.rax)} ebx=${hex(r.rbx)} ecx=${hex(r.rcx)} ` +
+    `edx=${hex(r.rdx)} esi=${hex(r.rsi)} edi=${hex(r.rdi)} ebp=${hex(r.rbp)} esp=${hex(r.rsp)}\n` +
+    `kvmts:   cs=${hex(s.cs.selector)} ss=${hex(s.ss.selector)} ds=${hex(s.ds.selector)} cr0=${hex(s.cr0)} cr2=${hex(s.cr2)} ` +
+    `cr3=${hex(s.cr3)} cr4=${hex(s.cr4)}\n`
+  );
+}

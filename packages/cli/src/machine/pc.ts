@@ -1,0 +1,220 @@
+/**
+ * A PC: one VM with RAM at guest-physical 0, one vCPU, and the legacy PC devices wired as on a
+ * PIIX3 board running in PIC mode (the vCPU advertises no local APIC, so no IOAPIC is mapped).
+ *
+ * | device                     | ports                 | IRQ                       |
+ * | -------------------------- | --------------------- | ------------------------- |
+ * | 8259A pair + ELCR          | 0x20, 0xA0, 0x4D0     | INTR → the vCPU           |
+ * | 8254 PIT                   | 0x40–0x43             | 0                         |
+ * | i8042 (keyboard, mouse)    | 0x60, 0x64            | 1, 12                     |
+ * | port B (PIT ch. 2, speaker)| 0x61                  |                           |
+ * | MC146818 RTC + CMOS        | 0x70–0x71             | 8                         |
+ * | POST port                  | 0x80                  |                           |
+ * | port A (fast A20, reset)   | 0x92                  |                           |
+ * | COM1 16550A                | 0x3F8–0x3FF           | 4                         |
+ * | PCI host bridge (440FX)    | 0xCF8, 0xCFC–0xCFF    |                           |
+ * | PIIX3 reset control        | 0xCF9                 | PCI INTx → PIRQ → ISA     |
+ * | ACPI PM block              | 0x600 (PM_BASE_DEFAULT)| SCI on 9                 |
+ * | debug exit (optional)      | 0xF4                  |                           |
+ *
+ * Ways the guest ends or restarts the machine become a {@link MachineStop}: ACPI S5 is a
+ * power-off; the i8042's 0xFE pulse, 0xCF9, port 0x92 bit 0 and the ACPI reset register are
+ * resets; a debug-exit write is reported with its value. The run loop ({@link PcRunLoop})
+ * notices the request after the exit that caused it.
+ * @module
+ */
+
+import { Kvm, type VcpuFd, type VmFd } from '@kvmts/kvm-core';
+import {
+  ACPI_SLP_TYP_S5,
+  AcpiPm,
+  COM1_BASE,
+  COM1_IRQ,
+  DEBUG_EXIT_PORT,
+  DEBUG_EXIT_SIZE,
+  DebugExit,
+  I8042,
+  I8042_AUX_IRQ,
+  I8042_COMMAND_PORT,
+  I8042_DATA_PORT,
+  I8042_KBD_IRQ,
+  IoBus,
+  MmioBus,
+  PIC_ELCR_BASE,
+  PIC_MASTER_BASE,
+  PIC_PORT_LEN,
+  PIC_SLAVE_BASE,
+  PIIX_SLOT,
+  PIT_BASE,
+  PIT_IRQ,
+  PIT_PORT_LEN,
+  PM_BASE_DEFAULT,
+  PORT61_PORT,
+  PORT80_PORT,
+  PORT92_PORT,
+  PciHostBridge,
+  Pic,
+  Piix3,
+  Pit,
+  Port61,
+  Port80,
+  Port92,
+  RTC_BASE,
+  RTC_IRQ,
+  RTC_PORT_LEN,
+  Rtc,
+  SERIAL_PORT_LEN,
+  Serial,
+} from '@kvmts/devices';
+
+/** The ISA IRQ of the ACPI SCI, as in QEMU's and most boards' FADT (SCI_INT = 9). */
+export const ACPI_SCI_IRQ = 9;
+
+/** Why the machine asks the run loop to stop. */
+export type MachineStop =
+  /** ACPI S5 through PM1_CNT. */
+  | { readonly kind: 'poweroff' }
+  /** A reset request; `source` names the mechanism (for messages). */
+  | { readonly kind: 'reset'; readonly source: string }
+  /** The guest wrote `value` to the debug-exit port. */
+  | { readonly kind: 'debug-exit'; readonly value: number };
+
+/** Configuration of a {@link PcMachine}. */
+export interface PcMachineOptions {
+  /** Guest RAM in bytes, at guest-physical 0 (a multiple of 4K). */
+  memSize: number;
+  /** Receives each byte the guest sends through COM1. */
+  serialOutput?: (byte: number) => void;
+  /** Guest time: the host's monotonic clock (default) or retired instructions (deterministic). */
+  clockMode?: 'host' | 'instructions';
+  /** Map the debug-exit device at 0xF4 (default false: a plain PC has nothing there). */
+  debugExit?: boolean;
+  /** What the RTC shows at power-on (default: now). */
+  startTime?: Date | number;
+}
+
+/** The PC's VM, vCPU and devices, wired together. */
+export class PcMachine {
+  readonly kvm: Kvm;
+  readonly vm: VmFd;
+  readonly vcpu: VcpuFd;
+  readonly ram: ArrayBuffer;
+  readonly ioBus = new IoBus();
+  readonly mmioBus = new MmioBus();
+  readonly pic: Pic;
+  readonly pit: Pit;
+  readonly port61: Port61;
+  readonly rtc: Rtc;
+  readonly port92: Port92;
+  readonly port80: Port80;
+  readonly i8042: I8042;
+  readonly serial: Serial;
+  readonly pci: PciHostBridge;
+  readonly piix: Piix3;
+  readonly pm: AcpiPm;
+  readonly debugExit: DebugExit | undefined;
+  private stopRequest: MachineStop | null = null;
+
+  constructor(options: PcMachineOptions) {
+    this.kvm = new Kvm();
+    this.vm = this.kvm.createVm();
+    try {
+      this.ram = new ArrayBuffer(options.memSize);
+      this.vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: options.memSize, userspaceAddr: this.ram });
+      this.vcpu = this.vm.createVcpu(0);
+      // The clock mode is chosen before any device takes the VM's timer queue (it replaces it).
+      if (options.clockMode === 'instructions') this.vm.setClockMode('instructions');
+    } catch (err) {
+      this.vm.close();
+      this.kvm.close();
+      throw err;
+    }
+    const timers = this.vm.timers;
+    const clock = this.vm.clock;
+    const io = this.ioBus;
+
+    const pic = (this.pic = new Pic());
+    io.insert(pic.master, PIC_MASTER_BASE, PIC_PORT_LEN);
+    io.insert(pic.slave, PIC_SLAVE_BASE, PIC_PORT_LEN);
+    io.insert(pic.elcr, PIC_ELCR_BASE, PIC_PORT_LEN);
+
+    this.pit = new Pit({ timers, clock, irq0: (level) => pic.setIrq(PIT_IRQ, level) });
+    io.insert(this.pit, PIT_BASE, PIT_PORT_LEN);
+    this.port61 = new Port61({ pit: this.pit });
+    io.insert(this.port61, PORT61_PORT, 1);
+
+    this.i8042 = new I8042({
+      reset: () => this.requestStop({ kind: 'reset', source: 'keyboard controller' }),
+      irq1: (level) => pic.setIrq(I8042_KBD_IRQ, level),
+      irq12: (level) => pic.setIrq(I8042_AUX_IRQ, level),
+    });
+    io.insert(this.i8042.data, I8042_DATA_PORT, 1);
+    io.insert(this.i8042.command, I8042_COMMAND_PORT, 1);
+
+    this.rtc = new Rtc({
+      timers,
+      clock,
+      irq8: (level) => pic.setIrq(RTC_IRQ, level),
+      ...(options.startTime !== undefined ? { startTime: options.startTime } : {}),
+    });
+    this.rtc.setMemorySize(options.memSize);
+    io.insert(this.rtc, RTC_BASE, RTC_PORT_LEN);
+
+    this.port80 = new Port80();
+    io.insert(this.port80, PORT80_PORT, 1);
+    // RAM is not gated by A20 here (kvm-core has no A20 mask); the A20 bit is only stored.
+    this.port92 = new Port92({ reset: () => this.requestStop({ kind: 'reset', source: 'port 0x92' }) });
+    io.insert(this.port92, PORT92_PORT, 1);
+
+    this.serial = new Serial({
+      ...(options.serialOutput ? { output: options.serialOutput } : {}),
+      irq: (level) => pic.setIrq(COM1_IRQ, level),
+    });
+    io.insert(this.serial, COM1_BASE, SERIAL_PORT_LEN);
+
+    this.pci = new PciHostBridge();
+    this.pci.mapPorts(io);
+    this.piix = new Piix3({
+      isaIrq: (irq, level) => pic.setIrq(irq, level),
+      reset: () => this.requestStop({ kind: 'reset', source: 'PCI reset control (0xcf9)' }),
+    });
+    this.pci.attach(this.piix, PIIX_SLOT);
+    this.piix.mapPorts(io);
+
+    this.pm = new AcpiPm({
+      clock,
+      timers,
+      base: PM_BASE_DEFAULT,
+      sci: (level) => pic.setIrq(ACPI_SCI_IRQ, level),
+      onSleep: (slpTyp) => {
+        if (slpTyp === ACPI_SLP_TYP_S5) this.requestStop({ kind: 'poweroff' });
+      },
+      reset: () => this.requestStop({ kind: 'reset', source: 'ACPI reset register' }),
+    });
+    io.insert(this.pm, this.pm.layout.base, this.pm.layout.length);
+
+    if (options.debugExit) {
+      this.debugExit = new DebugExit((value) => this.requestStop({ kind: 'debug-exit', value }));
+      io.insert(this.debugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE);
+    }
+  }
+
+  /** Ask the run loop to stop after the current exit; the first request wins. */
+  requestStop(stop: MachineStop): void {
+    this.stopRequest ??= stop;
+  }
+
+  /** The pending stop request, clearing it. */
+  takeStop(): MachineStop | null {
+    const s = this.stopRequest;
+    this.stopRequest = null;
+    return s;
+  }
+
+  /** Close the vCPU, VM and /dev/kvm descriptors. */
+  close(): void {
+    this.vcpu.close();
+    this.vm.close();
+    this.kvm.close();
+  }
+}

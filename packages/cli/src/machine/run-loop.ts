@@ -1,0 +1,299 @@
+/**
+ * The run loop of a {@link PcMachine}, as a VMM drives KVM without an in-kernel irqchip:
+ *
+ * - port I/O and MMIO exits go to the machine's buses (unclaimed reads are all-ones);
+ * - after every exit the timers that are due fire ({@link TimerQueue.runDue});
+ * - the PIC's INTR is delivered with `interrupt(acknowledge())` when the vCPU reports
+ *   `readyForInterruptInjection`, otherwise the loop sets `requestInterruptWindow` and injects
+ *   at the next exit (KVM_EXIT_IRQ_WINDOW_OPEN among them);
+ * - HLT with IF=1 and nothing pending waits for the next timer deadline: under a host clock the
+ *   caller sleeps for real ({@link PcRunLoop.run} does, without busy-waiting, so stdin keeps
+ *   flowing); under an instruction clock guest time jumps to the deadline;
+ * - HLT with IF=0 ends the run: nothing but an NMI could wake the vCPU, and nothing sends one.
+ *
+ * The synchronous core is {@link PcRunLoop.runSlice}; it runs the vCPU for about `sliceMs` of
+ * wall time at most, so the host's event loop gets a turn regularly.
+ * @module
+ */
+
+import {
+  KVM_EXIT_HLT,
+  KVM_EXIT_INTERNAL_ERROR,
+  KVM_EXIT_INTR,
+  KVM_EXIT_IO,
+  KVM_EXIT_IO_OUT,
+  KVM_EXIT_IRQ_WINDOW_OPEN,
+  KVM_EXIT_MMIO,
+  KVM_EXIT_SHUTDOWN,
+} from '@kvmts/kvm-core';
+import type { MachineStop } from './pc.js';
+
+const EFLAGS_IF = 0x200;
+
+/** The `kvm_run` fields the loop uses (KvmRun has them). */
+export interface LoopRunData {
+  readonly io: { direction: number; size: number; port: number; count: number; readonly data: Uint8Array };
+  readonly mmio: { physAddr: number; readonly data: Uint8Array; len: number; isWrite: boolean };
+  readonly internal: { suberror: number; message: string };
+  readyForInterruptInjection: boolean;
+  requestInterruptWindow: boolean;
+}
+
+/** What the loop needs of a vCPU (VcpuFd has it). */
+export interface LoopVcpu {
+  run(): number;
+  readonly runData: LoopRunData;
+  interrupt(vector: number): void;
+  getRegs(): { rflags: number; rip: number };
+}
+
+/** A bus as the loop uses it (IoBus and MmioBus have this shape). */
+export interface LoopBus {
+  read(addr: number, data: Uint8Array): boolean;
+  write(addr: number, data: Uint8Array): boolean | void;
+}
+
+/** The interrupt controller driving the vCPU's INTR (Pic has it). */
+export interface InterruptSource {
+  hasInterrupt(): boolean;
+  acknowledge(): number;
+}
+
+/** The VM's timers (TimerQueue has it). */
+export interface LoopTimers {
+  runDue(): number;
+  nextDeadlineNs(): number;
+}
+
+/** The VM's clock (GuestClock has it). */
+export interface LoopClock {
+  nowNs(): number;
+  setNs(ns: number): void;
+  readonly mode: 'host' | 'instructions';
+}
+
+/** What the loop is given. */
+export interface PcRunLoopParts {
+  vcpu: LoopVcpu;
+  io: LoopBus;
+  mmio: LoopBus;
+  intc: InterruptSource;
+  timers: LoopTimers;
+  clock: LoopClock;
+  /** Stop requests from devices (PcMachine.takeStop). */
+  takeStop?: () => MachineStop | null;
+  /** Called after every exit, before interrupts are injected (e.g. to feed queued input to the UART). */
+  poll?: () => void;
+  /** Host time in ms for slice accounting (default performance.now). */
+  hostMs?: () => number;
+}
+
+/** Why the machine stopped running. */
+export type LoopOutcome =
+  | MachineStop
+  /** HLT with IF=0. */
+  | { readonly kind: 'halted'; readonly rip: number }
+  /** HLT with IF=1 and nothing that could ever interrupt it (no timer armed, no input). */
+  | { readonly kind: 'halted-forever'; readonly rip: number }
+  /** Triple fault (KVM_EXIT_SHUTDOWN). */
+  | { readonly kind: 'shutdown' }
+  | { readonly kind: 'internal-error'; readonly suberror: number; readonly message: string }
+  | { readonly kind: 'unknown-exit'; readonly reason: number }
+  /** The user quit (Ctrl-A X) or the host asked to stop. */
+  | { readonly kind: 'quit' };
+
+/** The result of one {@link PcRunLoop.runSlice}. */
+export type SliceResult =
+  /** The slice's wall time is used up: give the host a turn, then call runSlice again. */
+  | { readonly kind: 'yield' }
+  /** Halted with IF=1 under a host clock: sleep until `deadlineNs` guest time (-1: no timer armed), or until input. */
+  | { readonly kind: 'wait'; readonly deadlineNs: number }
+  | { readonly kind: 'stop'; readonly outcome: LoopOutcome };
+
+/** Waiting for the host: {@link PcRunLoop.run} uses it between slices and while halted. */
+export interface LoopHost {
+  /** Let the host's event loop run once (e.g. setImmediate). */
+  yield(): Promise<void>;
+  /** Sleep up to `ms` (Infinity: until woken); resolves early when input arrives. */
+  sleep(ms: number): Promise<void>;
+  /** Whether input may still arrive (a halted guest with no timer waits for it). */
+  inputOpen(): boolean;
+}
+
+/** Counters, for the curious and for tests. */
+export interface LoopStats {
+  exits: number;
+  interrupts: number;
+  halts: number;
+  windowRequests: number;
+}
+
+/** See the module comment. */
+export class PcRunLoop {
+  readonly stats: LoopStats = { exits: 0, interrupts: 0, halts: 0, windowRequests: 0 };
+  private readonly ioViews: Uint8Array[];
+  private readonly mmioViews: Uint8Array[];
+  private readonly scratch: Uint8Array[];
+  private readonly hostMs: () => number;
+  private quitRequested = false;
+
+  constructor(private readonly parts: PcRunLoopParts) {
+    const run = parts.vcpu.runData;
+    this.ioViews = [0, 1, 2, 3, 4].map((n) => run.io.data.subarray(0, n));
+    this.mmioViews = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((n) => run.mmio.data.subarray(0, n));
+    this.scratch = [0, 1, 2, 3, 4].map((n) => new Uint8Array(n));
+    this.hostMs = parts.hostMs ?? (() => performance.now());
+  }
+
+  /** Stop at the next exit with outcome `quit`. */
+  quit(): void {
+    this.quitRequested = true;
+  }
+
+  /**
+   * Fire due timers and move the PIC's request to the vCPU: inject if it can take it now,
+   * otherwise ask for the interrupt window.
+   */
+  service(): void {
+    const { vcpu, intc, timers } = this.parts;
+    this.parts.poll?.();
+    timers.runDue();
+    const run = vcpu.runData;
+    if (intc.hasInterrupt()) {
+      if (run.readyForInterruptInjection) {
+        vcpu.interrupt(intc.acknowledge());
+        this.stats.interrupts++;
+        // Until the vCPU runs, it holds the vector: nothing more can be injected.
+        run.readyForInterruptInjection = false;
+        run.requestInterruptWindow = false;
+      } else if (!run.requestInterruptWindow) {
+        run.requestInterruptWindow = true;
+        this.stats.windowRequests++;
+      }
+    } else {
+      run.requestInterruptWindow = false;
+    }
+  }
+
+  /** Run for up to about `sliceMs` of host time. */
+  runSlice(sliceMs = 20): SliceResult {
+    const { vcpu, timers, clock } = this.parts;
+    const run = vcpu.runData;
+    const end = this.hostMs() + sliceMs;
+    let checks = 0;
+    for (;;) {
+      this.service();
+      const stop = this.takeStop();
+      if (stop) return { kind: 'stop', outcome: stop };
+      const reason = vcpu.run();
+      this.stats.exits++;
+      switch (reason) {
+        case KVM_EXIT_IO:
+          this.handleIo(run.io);
+          break;
+        case KVM_EXIT_MMIO:
+          this.handleMmio(run.mmio);
+          break;
+        case KVM_EXIT_IRQ_WINDOW_OPEN:
+          break;
+        case KVM_EXIT_INTR:
+          // End of a vCPU time slice: a natural point to look at the host's clock.
+          if (this.hostMs() >= end) return { kind: 'yield' };
+          break;
+        case KVM_EXIT_HLT: {
+          this.stats.halts++;
+          const regs = vcpu.getRegs();
+          if ((regs.rflags & EFLAGS_IF) === 0) {
+            // A device might still have asked for a stop with the instruction before HLT.
+            return { kind: 'stop', outcome: this.takeStop() ?? { kind: 'halted', rip: regs.rip } };
+          }
+          this.parts.poll?.();
+          timers.runDue();
+          if (this.parts.intc.hasInterrupt()) break; // injected at the top of the loop
+          const deadline = timers.nextDeadlineNs();
+          if (clock.mode === 'instructions') {
+            if (deadline < 0) return { kind: 'wait', deadlineNs: -1 };
+            // No instructions retire while halted: jump guest time to the deadline.
+            if (deadline > clock.nowNs()) clock.setNs(deadline);
+            break;
+          }
+          return { kind: 'wait', deadlineNs: deadline };
+        }
+        case KVM_EXIT_SHUTDOWN:
+          return { kind: 'stop', outcome: { kind: 'shutdown' } };
+        case KVM_EXIT_INTERNAL_ERROR:
+          return { kind: 'stop', outcome: { kind: 'internal-error', suberror: run.internal.suberror, message: run.internal.message } };
+        default:
+          return { kind: 'stop', outcome: { kind: 'unknown-exit', reason } };
+      }
+      // Exit-heavy stretches may never reach the end of a vCPU time slice: look at the
+      // host clock every 1024 exits as well.
+      if ((++checks & 1023) === 0 && this.hostMs() >= end) return { kind: 'yield' };
+    }
+  }
+
+  /**
+   * Run to the end, giving `host` a turn between slices and sleeping while the guest halts
+   * with interrupts enabled.
+   */
+  async run(host: LoopHost, sliceMs = 20): Promise<LoopOutcome> {
+    const clock = this.parts.clock;
+    for (;;) {
+      const r = this.runSlice(sliceMs);
+      if (r.kind === 'stop') return r.outcome;
+      if (r.kind === 'yield') {
+        await host.yield();
+        continue;
+      }
+      // Halted with IF=1.
+      if (r.deadlineNs < 0) {
+        if (!host.inputOpen()) return this.haltedForever();
+        await host.sleep(Infinity);
+        continue;
+      }
+      const ms = (r.deadlineNs - clock.nowNs()) / 1e6;
+      if (ms > 0) await host.sleep(ms);
+      else await host.yield();
+    }
+  }
+
+  private haltedForever(): LoopOutcome {
+    return { kind: 'halted-forever', rip: this.parts.vcpu.getRegs().rip };
+  }
+
+  private takeStop(): LoopOutcome | null {
+    if (this.quitRequested) {
+      this.quitRequested = false;
+      return { kind: 'quit' };
+    }
+    return this.parts.takeStop?.() ?? null;
+  }
+
+  private handleIo(io: LoopRunData['io']): void {
+    const { size, count, port, data } = io;
+    const bus = this.parts.io;
+    if (count === 1) {
+      const view = this.ioViews[size]!;
+      if (io.direction === KVM_EXIT_IO_OUT) bus.write(port, view);
+      else if (!bus.read(port, view)) view.fill(0xff);
+      return;
+    }
+    // String I/O: `count` accesses to the same port, packed back to back in `data`.
+    const s = this.scratch[size]!;
+    for (let i = 0, off = 0; i < count; i++, off += size) {
+      if (io.direction === KVM_EXIT_IO_OUT) {
+        for (let j = 0; j < size; j++) s[j] = data[off + j]!;
+        bus.write(port, s);
+      } else {
+        if (!bus.read(port, s)) s.fill(0xff);
+        for (let j = 0; j < size; j++) data[off + j] = s[j]!;
+      }
+    }
+  }
+
+  private handleMmio(mmio: LoopRunData['mmio']): void {
+    const view = this.mmioViews[mmio.len]!;
+    if (mmio.isWrite) this.parts.mmio.write(mmio.physAddr, view);
+    else if (!this.parts.mmio.read(mmio.physAddr, view)) view.fill(0xff);
+  }
+}
