@@ -105,6 +105,7 @@ interface RunCliOptions {
   append: string;
   reboot: boolean;
   debugExit?: boolean;
+  acpi: boolean;
   clock: string;
   stats?: boolean;
   raw?: string;
@@ -134,6 +135,7 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
     .option('--append <cmdline>', 'kernel command line for --kernel', '')
     .option('--no-reboot', 'with --kernel: exit (status 0) when the guest resets instead of rebooting')
     .option('--debug-exit', 'with --kernel: map the debug-exit port 0xf4 (a write of v exits with status v)')
+    .option('--no-acpi', 'with --kernel: give the guest no ACPI tables (power-off then halts the CPU)')
     .option('--clock <mode>', "with --kernel: guest time from the 'host' clock or retired 'instructions' (deterministic)", 'host')
     .option('--stats', 'with --kernel: print the time to GUEST-BOOT-OK and the run time on stderr')
     .option('--raw <file>', 'flat binary image to load')
@@ -159,6 +161,7 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
               memSize,
               noReboot: !opts.reboot,
               debugExit: opts.debugExit === true,
+              noAcpi: opts.acpi === false,
               clockMode: opts.clock,
               stats: opts.stats === true,
             },

@@ -53,6 +53,9 @@ describe('booting the reference guest', () => {
       expect(lines.some((l) => l.startsWith('GUEST-INFO cpus=1 MemTotal:')), context).toBe(true);
       expect(lines, context).toContain('GUEST-VIRTIO-COUNT 0');
       expect(lines.some((l) => l.startsWith('GUEST-DONE ')), context).toBe(true);
+      // poweroff -f went through the ACPI tables and the PM block's S5, not the halt fallback.
+      expect(r.stdout, context).toContain('ACPI: PM: Preparing to enter system sleep state S5');
+      expect(r.stdout, context).toContain('reboot: Power down');
       expect(r.status, context).toBe(0);
     },
     TIMEOUT,

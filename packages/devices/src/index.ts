@@ -65,6 +65,8 @@ export {
   ACPI_SLP_TYP_S5,
   AcpiPm,
   PM1_PWRBTN_EN,
+  PM1_GBL_EN,
+  PM1_RTC_EN,
   PM1_PWRBTN_STS,
   PM1_SCI_EN,
   PM1_SLP_EN,

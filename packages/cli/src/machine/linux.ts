@@ -34,6 +34,8 @@ export interface LinuxRunOptions {
   noReboot?: boolean;
   /** Map the debug-exit port 0xF4; a write of v ends the run with status v. */
   debugExit?: boolean;
+  /** Omit the ACPI tables (as QEMU's -no-acpi): power-off then goes through the halt path. */
+  noAcpi?: boolean;
   /** Guest time from retired instructions instead of the host clock. */
   clockMode?: 'host' | 'instructions';
   /** Print boot timing and guest MIPS on stderr at the end. */
@@ -223,11 +225,14 @@ export async function runLinux(options: LinuxRunOptions, io: LinuxRunIo, input?:
       let outcome: LoopOutcome;
       try {
         try {
+          const acpi = options.noAcpi ? null : machine.acpiTables(options.memSize);
+          for (const w of acpi?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
           const loaded = loadLinux(machine.vm.memory, {
             kernel,
             ...(initrd ? { initrd } : {}),
             cmdline: options.append,
             ramSize: options.memSize,
+            ...(acpi ? { reserved: [acpi.e820Reserved], rsdpAddr: acpi.rsdpAddress } : {}),
           });
           enterLinux(machine.vcpu, loaded);
         } catch (err) {

@@ -24,6 +24,7 @@
  * @module
  */
 
+import { buildAcpiTables, type AcpiTables } from '@kvmts/firmware';
 import { Kvm, type VcpuFd, type VmFd } from '@kvmts/kvm-core';
 import {
   ACPI_SLP_TYP_S5,
@@ -45,6 +46,7 @@ import {
   PIC_PORT_LEN,
   PIC_SLAVE_BASE,
   PIIX_SLOT,
+  PIIX_PIRQRC,
   PIT_BASE,
   PIT_IRQ,
   PIT_PORT_LEN,
@@ -69,6 +71,8 @@ import {
 
 /** The ISA IRQ of the ACPI SCI, as in QEMU's and most boards' FADT (SCI_INT = 9). */
 export const ACPI_SCI_IRQ = 9;
+/** ISA IRQs behind PIRQA–D: the PCI interrupt lines the firmware's _PRT describes. */
+export const PIRQ_IRQS = [10, 10, 11, 11] as const;
 
 /** Why the machine asks the run loop to stop. */
 export type MachineStop =
@@ -180,6 +184,8 @@ export class PcMachine {
     });
     this.pci.attach(this.piix, PIIX_SLOT);
     this.piix.mapPorts(io);
+    // Program the PIRQ router as firmware would, so that it agrees with the ACPI _PRT.
+    PIRQ_IRQS.forEach((irq, i) => this.piix.config.set8(PIIX_PIRQRC + i, irq));
 
     this.pm = new AcpiPm({
       clock,
@@ -197,6 +203,21 @@ export class PcMachine {
       this.debugExit = new DebugExit((value) => this.requestStop({ kind: 'debug-exit', value }));
       io.insert(this.debugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE);
     }
+  }
+
+  /**
+   * The ACPI tables for this machine (one vCPU, the PM block, PCI INTx routed through the
+   * PIIX3), placed at the top of low RAM: write `writes` into guest memory and hand
+   * `e820Reserved` and `rsdpAddress` to the loader.
+   */
+  acpiTables(ramSize: number): AcpiTables {
+    return buildAcpiTables({
+      ramSize,
+      vcpus: 1,
+      pm: this.pm.layout,
+      sciInt: ACPI_SCI_IRQ,
+      route: (slot, pin) => this.piix.routeIntx(slot, pin + 1) ?? 0,
+    });
   }
 
   /** Ask the run loop to stop after the current exit; the first request wins. */

@@ -5,6 +5,8 @@ import {
   ACPI_SLP_TYP_S5,
   AcpiPm,
   PM1_PWRBTN_EN,
+  PM1_GBL_EN,
+  PM1_RTC_EN,
   PM1_PWRBTN_STS,
   PM1_SLP_EN,
   PM1_TMR_EN,
@@ -172,7 +174,8 @@ describe('AcpiPm events and control', () => {
     expect(inp(L.pm1Sts.port, 2)).toBe(PM1_PWRBTN_STS);
     expect(sci).toEqual([]);
     out(L.pm1En.port, 2, 0xffff);
-    expect(inp(L.pm1En.port, 2)).toBe(PM1_TMR_EN | PM1_PWRBTN_EN);
+    // Only the enables this block defines stick (Linux sets GBL_EN and RTC_EN and reads them back).
+    expect(inp(L.pm1En.port, 2)).toBe(PM1_TMR_EN | PM1_PWRBTN_EN | PM1_GBL_EN | PM1_RTC_EN);
     expect(sci).toEqual([true]);
     expect(pm.sciLevel).toBe(true);
     out(L.pm1Sts.port, 2, 0x00ff); // writing 0 to PWRBTN_STS leaves it

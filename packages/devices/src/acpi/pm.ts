@@ -61,7 +61,11 @@ export const PM1_TMR_EN = 0x0001;
 /** PM1_EN bit 8: PWRBTN_STS raises an SCI. */
 export const PM1_PWRBTN_EN = 0x0100;
 const STS_W1C = PM1_TMR_STS | PM1_PWRBTN_STS | PM1_WAK_STS;
-const EN_WRITABLE = PM1_TMR_EN | PM1_PWRBTN_EN;
+/** PM1_EN bit 5: GBL_STS (global-lock release) raises an SCI. Stored: no firmware ever releases the lock. */
+export const PM1_GBL_EN = 0x0020;
+/** PM1_EN bit 10: RTC_STS (RTC alarm wake) raises an SCI. Stored: alarm wake-ups are not modelled. */
+export const PM1_RTC_EN = 0x0400;
+const EN_WRITABLE = PM1_TMR_EN | PM1_PWRBTN_EN | PM1_GBL_EN | PM1_RTC_EN;
 
 // PM1_CNT bits.
 /** PM1_CNT bit 0: power management events raise SCIs (fixed 1 here: no SMM). */
