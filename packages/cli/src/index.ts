@@ -18,7 +18,9 @@ export {
 export { REAL_MODE_LOAD_LIMIT, checkPlacement, readImageFile, realModeEntry } from './image.js';
 export type { RealModeEntry } from './image.js';
 export { RunLoop, Vmm, outcomeExitStatus, outcomeMessage, setRealModeEntry } from './vmm.js';
-export type { ExitRecord, RunOutcome, RunnableVcpu, VmmConfig } from './vmm.js';
+export type { RunOutcome, RunnableVcpu, VmmConfig } from './vmm.js';
+export { ExitDispatcher } from './exit-dispatch.js';
+export type { ExitBus, ExitRecord } from './exit-dispatch.js';
 export { ConsoleSink } from './console.js';
 export { DEMO_GUEST_OUTPUT, buildDemoGuest } from './guests/demo.js';
 export type { DemoGuestOptions } from './guests/demo.js';

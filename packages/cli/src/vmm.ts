@@ -4,6 +4,7 @@
  * @module
  */
 
+import { ExitDispatcher, type ExitRecord } from './exit-dispatch.js';
 import {
   KVM_EXIT_HLT,
   KVM_EXIT_INTERNAL_ERROR,
@@ -85,12 +86,6 @@ export function outcomeMessage(o: RunOutcome): string | undefined {
 }
 
 /** The `kvm_run` fields the run loop reads and writes (KvmRun has them). */
-export interface ExitRecord {
-  readonly io: { direction: number; size: number; port: number; count: number; readonly data: Uint8Array };
-  readonly mmio: { physAddr: number; readonly data: Uint8Array; len: number; isWrite: boolean };
-  readonly internal: { suberror: number; message: string };
-}
-
 /** What the run loop needs of a vCPU (VcpuFd has it). */
 export interface RunnableVcpu {
   run(): number;
@@ -105,10 +100,7 @@ export interface RunnableVcpu {
  */
 export class RunLoop {
   private exitValue = -1;
-  // Views of the kvm_run data areas per access size, made once so an exit allocates nothing.
-  private readonly ioViews: Uint8Array[];
-  private readonly mmioViews: Uint8Array[];
-  private readonly scratch: Uint8Array[];
+  private readonly exits: ExitDispatcher;
 
   constructor(
     private readonly vcpu: RunnableVcpu,
@@ -117,10 +109,7 @@ export class RunLoop {
     /** Called when a time slice ends (KVM_EXIT_INTR), e.g. to flush output. */
     private readonly onTimeSlice?: () => void,
   ) {
-    const run = vcpu.runData;
-    this.ioViews = [0, 1, 2, 3, 4].map((n) => run.io.data.subarray(0, n));
-    this.mmioViews = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((n) => run.mmio.data.subarray(0, n));
-    this.scratch = [0, 1, 2, 3, 4].map((n) => new Uint8Array(n));
+    this.exits = new ExitDispatcher(vcpu.runData, io, mmio, () => this.exitValue >= 0);
   }
 
   /** Stop after the current exit and report `value` (the debug-exit device calls this). */
@@ -137,10 +126,10 @@ export class RunLoop {
       const reason = vcpu.run();
       switch (reason) {
         case KVM_EXIT_IO:
-          this.handleIo(exit.io);
+          this.exits.io();
           break;
         case KVM_EXIT_MMIO:
-          this.handleMmio(exit.mmio);
+          this.exits.mmio();
           break;
         case KVM_EXIT_HLT:
           return vcpu.getRegs().rflags & EFLAGS_IF ? { kind: 'halted-with-interrupts' } : { kind: 'halted' };
@@ -158,34 +147,7 @@ export class RunLoop {
     }
   }
 
-  private handleIo(io: ExitRecord['io']): void {
-    const { size, count, port, data } = io;
-    const bus = this.io;
-    if (count === 1) {
-      const view = this.ioViews[size]!;
-      if (io.direction === KVM_EXIT_IO_OUT) bus.write(port, view);
-      else if (!bus.read(port, view)) view.fill(0xff);
-      return;
-    }
-    // String I/O: `count` accesses to the same port, packed back to back in `data`.
-    const s = this.scratch[size]!;
-    for (let i = 0, off = 0; i < count; i++, off += size) {
-      if (io.direction === KVM_EXIT_IO_OUT) {
-        for (let j = 0; j < size; j++) s[j] = data[off + j]!;
-        bus.write(port, s);
-        if (this.exitValue >= 0) return;
-      } else {
-        if (!bus.read(port, s)) s.fill(0xff);
-        for (let j = 0; j < size; j++) data[off + j] = s[j]!;
-      }
-    }
-  }
 
-  private handleMmio(mmio: ExitRecord['mmio']): void {
-    const view = this.mmioViews[mmio.len]!;
-    if (mmio.isWrite) this.mmio.write(mmio.physAddr, view);
-    else if (!this.mmio.read(mmio.physAddr, view)) view.fill(0xff);
-  }
 }
 
 /** Configuration of a {@link Vmm}. */

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { ExitDispatcher, type ExitBus, type ExitRecord } from '../exit-dispatch.js';
 import {
   KVM_EXIT_HLT,
   KVM_EXIT_INTERNAL_ERROR,
@@ -31,10 +32,7 @@ import type { MachineStop } from './pc.js';
 const EFLAGS_IF = 0x200;
 
 /** The `kvm_run` fields the loop uses (KvmRun has them). */
-export interface LoopRunData {
-  readonly io: { direction: number; size: number; port: number; count: number; readonly data: Uint8Array };
-  readonly mmio: { physAddr: number; readonly data: Uint8Array; len: number; isWrite: boolean };
-  readonly internal: { suberror: number; message: string };
+export interface LoopRunData extends ExitRecord {
   readyForInterruptInjection: boolean;
   requestInterruptWindow: boolean;
 }
@@ -48,10 +46,7 @@ export interface LoopVcpu {
 }
 
 /** A bus as the loop uses it (IoBus and MmioBus have this shape). */
-export interface LoopBus {
-  read(addr: number, data: Uint8Array): boolean;
-  write(addr: number, data: Uint8Array): boolean | void;
-}
+export type LoopBus = ExitBus;
 
 /** The interrupt controller driving the vCPU's INTR (Pic has it). */
 export interface InterruptSource {
@@ -131,17 +126,12 @@ export interface LoopStats {
 /** See the module comment. */
 export class PcRunLoop {
   readonly stats: LoopStats = { exits: 0, interrupts: 0, halts: 0, windowRequests: 0 };
-  private readonly ioViews: Uint8Array[];
-  private readonly mmioViews: Uint8Array[];
-  private readonly scratch: Uint8Array[];
+  private readonly exits: ExitDispatcher;
   private readonly hostMs: () => number;
   private quitRequested = false;
 
   constructor(private readonly parts: PcRunLoopParts) {
-    const run = parts.vcpu.runData;
-    this.ioViews = [0, 1, 2, 3, 4].map((n) => run.io.data.subarray(0, n));
-    this.mmioViews = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((n) => run.mmio.data.subarray(0, n));
-    this.scratch = [0, 1, 2, 3, 4].map((n) => new Uint8Array(n));
+    this.exits = new ExitDispatcher(parts.vcpu.runData, parts.io, parts.mmio);
     this.hostMs = parts.hostMs ?? (() => performance.now());
   }
 
@@ -189,10 +179,10 @@ export class PcRunLoop {
       this.stats.exits++;
       switch (reason) {
         case KVM_EXIT_IO:
-          this.handleIo(run.io);
+          this.exits.io();
           break;
         case KVM_EXIT_MMIO:
-          this.handleMmio(run.mmio);
+          this.exits.mmio();
           break;
         case KVM_EXIT_IRQ_WINDOW_OPEN:
           break;
@@ -269,31 +259,5 @@ export class PcRunLoop {
     return this.parts.takeStop?.() ?? null;
   }
 
-  private handleIo(io: LoopRunData['io']): void {
-    const { size, count, port, data } = io;
-    const bus = this.parts.io;
-    if (count === 1) {
-      const view = this.ioViews[size]!;
-      if (io.direction === KVM_EXIT_IO_OUT) bus.write(port, view);
-      else if (!bus.read(port, view)) view.fill(0xff);
-      return;
-    }
-    // String I/O: `count` accesses to the same port, packed back to back in `data`.
-    const s = this.scratch[size]!;
-    for (let i = 0, off = 0; i < count; i++, off += size) {
-      if (io.direction === KVM_EXIT_IO_OUT) {
-        for (let j = 0; j < size; j++) s[j] = data[off + j]!;
-        bus.write(port, s);
-      } else {
-        if (!bus.read(port, s)) s.fill(0xff);
-        for (let j = 0; j < size; j++) data[off + j] = s[j]!;
-      }
-    }
-  }
 
-  private handleMmio(mmio: LoopRunData['mmio']): void {
-    const view = this.mmioViews[mmio.len]!;
-    if (mmio.isWrite) this.parts.mmio.write(mmio.physAddr, view);
-    else if (!this.parts.mmio.read(mmio.physAddr, view)) view.fill(0xff);
-  }
 }
