@@ -50,6 +50,7 @@ describe('booting the reference guest', () => {
       const lines = r.stdout.split(/\r?\n/);
       const context = `status ${String(r.status)}\n--- stderr\n${r.stderr}\n--- last console lines\n${lines.slice(-30).join('\n')}`;
       expect(lines.some((l) => l.startsWith('GUEST-BOOT-OK ')), context).toBe(true);
+      expect(lines.some((l) => /^model name\s*: kvmts software i686 CPU$/.test(l)), context).toBe(true);
       expect(lines.some((l) => l.startsWith('GUEST-INFO cpus=1 MemTotal:')), context).toBe(true);
       expect(lines, context).toContain('GUEST-VIRTIO-COUNT 0');
       expect(lines.some((l) => l.startsWith('GUEST-DONE ')), context).toBe(true);

@@ -16,8 +16,11 @@ export const CpuidFeature = {
 const BASE_FEATURES = CpuidFeature.PSE | CpuidFeature.TSC | CpuidFeature.MSR | CpuidFeature.CX8 | CpuidFeature.SEP |
   CpuidFeature.PGE | CpuidFeature.CMOV;
 
-/** Family 6, model 5, stepping 2 (a P6-class part; model >= 3 keeps Linux's SEP quirk away). */
-export const CPUID_SIGNATURE = (6 << 8) | (5 << 4) | 2;
+/**
+ * Family 6, model 3, stepping 3: a P6-class part. Model >= 3 keeps Linux's Pentium Pro SEP quirk
+ * away, and unlike model 5 it has no cache-size-based renaming, so guests show our brand string.
+ */
+export const CPUID_SIGNATURE = (6 << 8) | (3 << 4) | 3;
 const BRAND = 'kvmts software i686 CPU';
 
 /** One CPUID leaf: what KVM_GET_SUPPORTED_CPUID / KVM_SET_CPUID2 carry. */
