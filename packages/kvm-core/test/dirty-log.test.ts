@@ -6,22 +6,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   KvmError, KVM_CLEAR_DIRTY_LOG, KVM_EXIT_MMIO, KVM_GET_DIRTY_LOG, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, ioctl,
 } from '../src/index.js';
-import { closeGuests, createGuest, pagesOf, runExpect, runToHlt } from './helpers.js';
+import { closeGuests, createGuest, pagesOf, runExpect, runToHlt, kvmError } from './helpers.js';
 
 afterEach(closeGuests);
 
 const LOG = KVM_MEM_LOG_DIRTY_PAGES;
 const MIB = 0x100000;
 
-function kvmError(fn: () => unknown): KvmError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KvmError);
-    return e as KvmError;
-  }
-  throw new Error('expected a KvmError, nothing was thrown');
-}
 
 /**
  * A guest that writes to five chosen pages, halts, and jumps back to do it again.

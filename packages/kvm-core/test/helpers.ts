@@ -215,3 +215,14 @@ export function flatGuest(image: Uint8Array, at: number, opts: { ramSize?: numbe
   vcpu.setRegs(regs);
   return { kvm, vm, vcpu, ram };
 }
+
+/** Runs `fn`, requires it to throw a KvmError, and returns that error (for errno and message checks). */
+export function kvmError(fn: () => unknown): KvmError {
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw new Error(`expected a KvmError, got ${String(e)}`);
+    return e;
+  }
+  throw new Error('expected a KvmError, nothing was thrown');
+}

@@ -11,20 +11,10 @@ import {
   KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_VCPU_MMAP_SIZE, KVM_MAX_VCPUS, KVM_RUN, KVM_RUN_MMAP_SIZE,
   KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_USER_MEMORY_REGION, KVM_USER_MEM_SLOTS,
 } from '../src/index.js';
-import { closeGuests, createGuest, hex, realSeg } from './helpers.js';
+import { closeGuests, createGuest, hex, realSeg, kvmError } from './helpers.js';
 
 afterEach(closeGuests);
 
-/** Runs `fn`, requires a KvmError, and returns it. */
-function kvmError(fn: () => unknown): KvmError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KvmError);
-    return e as KvmError;
-  }
-  throw new Error('expected a KvmError, nothing was thrown');
-}
 
 /** Descriptors opened by a test through the raw layer, closed afterwards. */
 const rawFds: number[] = [];

@@ -7,19 +7,10 @@ import {
   GuestMemory, Kvm, KvmError, KVM_EXIT_HLT, KVM_EXIT_MMIO, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
   type KvmUserspaceMemoryRegion, type VmFd,
 } from '../src/index.js';
-import { ARITH, F, closeGuests, createGuest, runExpect, runToHlt } from './helpers.js';
+import { ARITH, F, closeGuests, createGuest, runExpect, runToHlt, kvmError } from './helpers.js';
 
 afterEach(closeGuests);
 
-function kvmError(fn: () => unknown): KvmError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KvmError);
-    return e as KvmError;
-  }
-  throw new Error('expected a KvmError, nothing was thrown');
-}
 
 function region(slot: number, gpa: number, size: number, backing: KvmUserspaceMemoryRegion['userspaceAddr'] = new ArrayBuffer(size), flags = 0): KvmUserspaceMemoryRegion {
   return { slot, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: backing };

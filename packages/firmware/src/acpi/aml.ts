@@ -261,46 +261,38 @@ const RES_MEMORY = 0;
 const RES_IO = 1;
 const RES_BUS = 2;
 
-function wordAddress(type: number, typeFlags: number, a: AddressSpace): Aml {
-  const out = new Uint8Array(16);
+/**
+ * A Word (16-bit fields, tag 0x88) or DWord (32-bit fields, tag 0x87) Address Space Descriptor:
+ * type, general and type-specific flags, then granularity, min, max, translation and length.
+ */
+function addressDescriptor(bytes: 2 | 4, type: number, typeFlags: number, a: AddressSpace): Aml {
+  const out = new Uint8Array(6 + 5 * bytes);
   const dv = new DataView(out.buffer);
-  out[0] = 0x88; // Large item, WORD Address Space Descriptor
-  dv.setUint16(1, 13, true);
+  out[0] = bytes === 2 ? 0x88 : 0x87; // large items
+  dv.setUint16(1, out.length - 3, true);
   out[3] = type;
   out[4] = generalFlags(a);
   out[5] = typeFlags;
   const len = a.length ?? a.max - a.min + 1;
-  for (const [off, v, what] of [[6, a.granularity ?? 0, 'granularity'], [8, a.min, 'min'], [10, a.max, 'max'], [12, a.translation ?? 0, 'translation'], [14, len, 'length']] as const) {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new RangeError(`Word address descriptor ${what} ${String(v)} does not fit in 16 bits`);
-    dv.setUint16(off, v, true);
-  }
-  return out;
-}
-
-function dwordAddress(type: number, typeFlags: number, a: AddressSpace): Aml {
-  const out = new Uint8Array(26);
-  const dv = new DataView(out.buffer);
-  out[0] = 0x87; // Large item, DWORD Address Space Descriptor
-  dv.setUint16(1, 23, true);
-  out[3] = type;
-  out[4] = generalFlags(a);
-  out[5] = typeFlags;
-  const len = a.length ?? a.max - a.min + 1;
-  for (const [off, v, what] of [[6, a.granularity ?? 0, 'granularity'], [10, a.min, 'min'], [14, a.max, 'max'], [18, a.translation ?? 0, 'translation'], [22, len, 'length']] as const) {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffff_ffff) throw new RangeError(`DWord address descriptor ${what} ${String(v)} does not fit in 32 bits`);
-    dv.setUint32(off, v, true);
-  }
+  const max = bytes === 2 ? 0xffff : 0xffff_ffff;
+  const fields = [['granularity', a.granularity ?? 0], ['min', a.min], ['max', a.max], ['translation', a.translation ?? 0], ['length', len]] as const;
+  fields.forEach(([what, v], i) => {
+    if (!Number.isInteger(v) || v < 0 || v > max) {
+      throw new RangeError(`${bytes === 2 ? 'Word' : 'DWord'} address descriptor ${what} ${String(v)} does not fit in ${bytes * 8} bits`);
+    }
+    if (bytes === 2) dv.setUint16(6 + i * 2, v, true); else dv.setUint32(6 + i * 4, v, true);
+  });
   return out;
 }
 
 /** WordBusNumber(ResourceProducer, MinFixed, MaxFixed, PosDecode, …). */
 export function wordBusNumber(a: AddressSpace): Aml {
-  return wordAddress(RES_BUS, 0, a);
+  return addressDescriptor(2, RES_BUS, 0, a);
 }
 
 /** WordIO(…, MinFixed, MaxFixed, PosDecode, EntireRange, …). */
 export function wordIo(a: AddressSpace): Aml {
-  return wordAddress(RES_IO, 0x03, a); // _RNG = 3: ISA and non-ISA ranges
+  return addressDescriptor(2, RES_IO, 0x03, a); // _RNG = 3: ISA and non-ISA ranges
 }
 
 /** Memory cacheability for {@link dwordMemory} (the _MEM field). */
@@ -309,7 +301,7 @@ export type MemoryCaching = 'noncacheable' | 'cacheable' | 'writecombining' | 'p
 /** DWordMemory(…, PosDecode, MinFixed, MaxFixed, caching, ReadWrite|ReadOnly, …). */
 export function dwordMemory(a: AddressSpace & { caching?: MemoryCaching; readOnly?: boolean }): Aml {
   const mem = { noncacheable: 0, cacheable: 1, writecombining: 2, prefetchable: 3 }[a.caching ?? 'noncacheable'];
-  return dwordAddress(RES_MEMORY, (a.readOnly ? 0 : 0x01) | (mem << 1), a);
+  return addressDescriptor(4, RES_MEMORY, (a.readOnly ? 0 : 0x01) | (mem << 1), a);
 }
 
 /** IO(Decode16, min, max, alignment, length): the small I/O Port Descriptor. */
