@@ -13,6 +13,8 @@ import { buildDemoGuest } from './guests/demo.js';
 import { REAL_MODE_LOAD_LIMIT, checkPlacement, describeFsError, readImageFile, realModeEntry } from './image.js';
 import { Vmm, outcomeExitStatus, outcomeMessage } from './vmm.js';
 import { DEFAULT_LINUX_MEM, processInput, runLinux, type GuestInput } from './machine/linux.js';
+import { isMultibootKernelFile, runMultiboot } from './machine/multiboot.js';
+import { DEFAULT_BIOS_MEM, parseDiskSpec, runBios } from './machine/bios.js';
 
 /** Where the command writes. Guest serial output goes to `stdout`. */
 export interface CliIo {
@@ -61,6 +63,10 @@ Linux (--kernel): COM1 is the console on stdout, and stdin is its input (on a te
 raw mode: type Ctrl-A X to quit, Ctrl-A H for help). A guest reset reboots the kernel
 unless --no-reboot is given.
 
+Multiboot (--kernel with a Multiboot header instead of a bzImage): the same machine and
+console; each --initrd is a module (its string is the file name), and the command line
+is the kernel's file name followed by --append, as GRUB and QEMU pass it.
+
 Exit status of 'kvmts run':
   0    the guest halted with interrupts disabled, or powered off (ACPI S5), or reset
        with --no-reboot, or the user quit with Ctrl-A X
@@ -101,7 +107,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
 /** `kvmts run`'s options as commander parses them. */
 interface RunCliOptions {
   kernel?: string;
-  initrd?: string;
+  /** Every --initrd, in order (Linux takes one; a Multiboot kernel takes each as a module). */
+  initrd: string[];
   append: string;
   reboot: boolean;
   debugExit?: boolean;
@@ -112,6 +119,9 @@ interface RunCliOptions {
   demo?: boolean;
   loadAddr: string;
   mem?: string;
+  /** Every --disk, in order. */
+  disk: string[];
+  boot?: string;
 }
 
 function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
@@ -130,8 +140,8 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
   program
     .command('run')
     .description('Boot a Linux bzImage on a PC, or a flat binary (or the built-in demo) in real mode; COM1 goes to stdout.')
-    .option('--kernel <file>', 'Linux bzImage to boot on the PC machine')
-    .option('--initrd <file>', 'initial ramdisk for --kernel')
+    .option('--kernel <file>', 'Linux bzImage or Multiboot kernel to boot on the PC machine')
+    .option('--initrd <file>', 'initial ramdisk for --kernel; a Multiboot module (repeat for more)', (file: string, all: string[]) => [...all, file], [] as string[])
     .option('--append <cmdline>', 'kernel command line for --kernel', '')
     .option('--no-reboot', 'with --kernel: exit (status 0) when the guest resets instead of rebooting')
     .option('--debug-exit', 'with --kernel: map the debug-exit port 0xf4 (a write of v exits with status v)')
@@ -141,10 +151,13 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
     .option('--raw <file>', 'flat binary image to load')
     .option('--demo', 'run the built-in demo guest instead of a file')
     .option('--load-addr <addr>', 'guest-physical load address, hex or decimal; the vCPU starts there', DEFAULT_LOAD_ADDR)
+    .option('--disk <file>', 'without --kernel: boot this disk image through the BIOS (FILE[,ro][,if=ide]; repeat for more disks)', (file: string, all: string[]) => [...all, file], [] as string[])
+    .option('--boot <n>', 'with --disk: boot the n-th disk (0 = the first --disk); the others follow in order')
     .option('--mem <size>', `guest RAM size (K, M or G suffix; default ${DEFAULT_MEM}, ${formatSize(DEFAULT_LINUX_MEM)} with --kernel)`)
     .addHelpText('after', EXIT_STATUS_HELP)
     .action(async (opts: RunCliOptions) => {
-      const mem = opts.mem ?? (opts.kernel !== undefined ? formatSize(DEFAULT_LINUX_MEM) : DEFAULT_MEM);
+      const biosBoot = opts.kernel === undefined && opts.disk.length > 0;
+      const mem = opts.mem ?? (opts.kernel !== undefined ? formatSize(DEFAULT_LINUX_MEM) : biosBoot ? formatSize(DEFAULT_BIOS_MEM) : DEFAULT_MEM);
       const memSize = parseSize(mem, '--mem');
       checkMemSize(memSize, mem);
       if (opts.kernel !== undefined) {
@@ -152,29 +165,44 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
         if (opts.clock !== 'host' && opts.clock !== 'instructions') {
           throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
         }
-        setStatus(
-          await runLinux(
-            {
-              kernel: opts.kernel,
-              ...(opts.initrd !== undefined ? { initrd: opts.initrd } : {}),
-              append: opts.append,
-              memSize,
-              noReboot: !opts.reboot,
-              debugExit: opts.debugExit === true,
-              noAcpi: opts.acpi === false,
-              clockMode: opts.clock,
-              stats: opts.stats === true,
-            },
-            io,
-            io.input,
-          ),
-        );
+        const machine = {
+          memSize,
+          noReboot: !opts.reboot,
+          debugExit: opts.debugExit === true,
+          noAcpi: opts.acpi === false,
+          clockMode: opts.clock,
+          stats: opts.stats === true,
+        } as const;
+        if (isMultibootKernelFile(opts.kernel)) {
+          setStatus(await runMultiboot({ ...machine, kernel: opts.kernel, modules: opts.initrd, append: opts.append }, io, io.input));
+          return;
+        }
+        if (opts.initrd.length > 1) throw new CliError('a Linux kernel takes one --initrd (several are for Multiboot kernels, as modules)');
+        const initrd = opts.initrd[0];
+        setStatus(await runLinux({ ...machine, kernel: opts.kernel, ...(initrd !== undefined ? { initrd } : {}), append: opts.append }, io, io.input));
         return;
       }
-      if (opts.initrd !== undefined) throw new CliError('--initrd needs --kernel');
+      if (opts.initrd.length > 0) throw new CliError('--initrd needs --kernel');
+      if (biosBoot) {
+        if (opts.raw !== undefined || opts.demo) throw new CliError('use either --disk FILE or --raw FILE/--demo, not both');
+        if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
+        const boot = opts.boot === undefined ? 0 : Number(opts.boot);
+        if (opts.boot !== undefined && !/^\d+$/.test(opts.boot)) throw new CliError(`invalid --boot '${opts.boot}': expected a disk number (0 = the first --disk)`);
+        const machine = {
+          memSize,
+          noReboot: !opts.reboot,
+          debugExit: opts.debugExit === true,
+          noAcpi: opts.acpi === false,
+          clockMode: opts.clock,
+          stats: opts.stats === true,
+        } as const;
+        setStatus(await runBios({ ...machine, disks: opts.disk.map(parseDiskSpec), boot }, io, io.input));
+        return;
+      }
+      if (opts.boot !== undefined) throw new CliError('--boot needs --disk');
       const loadAddr = parseAddress(opts.loadAddr, '--load-addr');
       if (opts.raw !== undefined && opts.demo) throw new CliError('use either --raw FILE or --demo, not both');
-      if (opts.raw === undefined && !opts.demo) throw new CliError("nothing to run: give --kernel FILE, --raw FILE or --demo (see 'kvmts run --help')");
+      if (opts.raw === undefined && !opts.demo) throw new CliError("nothing to run: give --kernel FILE, --disk FILE, --raw FILE or --demo (see 'kvmts run --help')");
       const run: RunOptions = opts.demo ? { demo: true, loadAddr, memSize } : { raw: opts.raw!, loadAddr, memSize };
       setStatus(runCommand(run, io));
     });

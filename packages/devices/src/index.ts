@@ -4,8 +4,10 @@
  * @module
  */
 
-export { BusError, IO_PORT_COUNT, IoBus, MMIO_ADDR_LIMIT, MmioBus } from './bus.js';
-export type { BusDevice, BusErrorKind, BusRange } from './bus.js';
+// The buses, the 8259A pair, the I/O APIC and the 8254 live in kvm-core, which also runs them
+// as its in-kernel irqchip and PIT; they are re-exported here for VMMs that run them in user space.
+export { BusError, IO_PORT_COUNT, IoBus, MMIO_ADDR_LIMIT, MmioBus } from '@kvmts/kvm-core';
+export type { BusDevice, BusErrorKind, BusRange } from '@kvmts/kvm-core';
 export {
   COM1_BASE,
   COM1_IRQ,
@@ -82,16 +84,16 @@ export {
   pmTimerTicks,
 } from './acpi/pm.js';
 export type { AcpiPmOptions, AcpiPmState, PmLayout, PmRegister } from './acpi/pm.js';
-export { PIC_CASCADE_IRQ, PIC_ELCR_BASE, PIC_MASTER_BASE, PIC_PORT_LEN, PIC_SLAVE_BASE, Pic } from './intc/pic.js';
-export type { PicChipState, PicOptions, PicState } from './intc/pic.js';
-export { IOAPIC_BASE, IOAPIC_PINS, IOAPIC_SIZE, IOAPIC_VERSION, IoApic, IoApicDeliveryMode } from './intc/ioapic.js';
-export type { IoApicMessage, IoApicOptions, IoApicRedirection, IoApicState } from './intc/ioapic.js';
+export { PIC_CASCADE_IRQ, PIC_ELCR_BASE, PIC_MASTER_BASE, PIC_PORT_LEN, PIC_SLAVE_BASE, Pic } from '@kvmts/kvm-core';
+export type { PicChipState, PicOptions, PicState } from '@kvmts/kvm-core';
+export { IOAPIC_BASE, IOAPIC_PINS, IOAPIC_SIZE, IOAPIC_VERSION, IoApic, IoApicDeliveryMode } from '@kvmts/kvm-core';
+export type { IoApicMessage, IoApicOptions, IoApicRedirection, IoApicState } from '@kvmts/kvm-core';
 export { I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ, PS2_QUEUE_SIZE } from './legacy/i8042.js';
 export type { I8042Options, I8042State, Ps2KeyboardState, Ps2MouseState } from './legacy/i8042.js';
-export { PIT_BASE, PIT_FREQ_HZ, PIT_IRQ, PIT_PORT_LEN, Pit, pitTickNs, pitTicksAt } from './legacy/pit.js';
-export type { PitChannelState, PitOptions, PitRunState, PitState } from './legacy/pit.js';
-export { PORT61_PORT, Port61 } from './legacy/port61.js';
-export type { Port61Options, Port61State } from './legacy/port61.js';
+export { PIT_BASE, PIT_FREQ_HZ, PIT_IRQ, PIT_PORT_LEN, Pit, pitTickNs, pitTicksAt } from '@kvmts/kvm-core';
+export type { PitChannelState, PitOptions, PitRunState, PitState } from '@kvmts/kvm-core';
+export { PORT61_PORT, Port61 } from '@kvmts/kvm-core';
+export type { Port61Options, Port61State } from '@kvmts/kvm-core';
 export { RTC_BASE, RTC_CENTURY_INDEX, RTC_CMOS_SIZE, RTC_IRQ, RTC_PORT_LEN, Rtc } from './legacy/rtc.js';
 export type { RtcOptions, RtcState, RtcTime } from './legacy/rtc.js';
 export { PORT92_PORT, Port92 } from './legacy/port92.js';

@@ -1,5 +1,6 @@
 /**
- * Firmware for kvmts VMs: direct Linux boot (the x86 boot protocol) and the PC memory map.
+ * Firmware for kvmts VMs: direct Linux boot (the x86 boot protocol), Multiboot, the PC memory
+ * map, ACPI and MP tables.
  * @packageDocumentation
  */
 export { BootError } from './errors.js';
@@ -22,3 +23,22 @@ export {
 export type { AcpiOem, AcpiIoRegister, AcpiPmRegisters, FadtOptions, MadtOptions, DsdtOptions, RsdpOptions, InterruptOverride, PciIrqRoute } from './acpi/tables.js';
 export { buildAcpiTables, RSDP_SCAN_START, RSDP_SCAN_END } from './acpi/build.js';
 export type { AcpiBuildOptions, AcpiTables, AcpiTableLocation } from './acpi/build.js';
+export {
+  buildMpTables, MP_TABLE_ADDRESS, MP_LOCAL_APIC_VERSION, MP_IOAPIC_VERSION, MP_IOAPIC_PINS, MP_SPEC_REV, MP_ALL_LOCAL_APICS,
+  MpSize, MpEntryType, MpInterruptType, MpCpuFlags,
+} from './mptable/mptable.js';
+export type { MpTableOptions, MpTables } from './mptable/mptable.js';
+export {
+  parseMultiboot, findMultibootHeader, isMultiboot, MULTIBOOT_HEADER_MAGIC, MULTIBOOT_SEARCH_LIMIT, MultibootHeaderFlag, MbHdr,
+} from './multiboot/image.js';
+export type { MultibootImage, MultibootSegment } from './multiboot/image.js';
+export {
+  buildMultibootInfo, multibootInfoSize, multibootMemorySizes, MULTIBOOT_BOOTLOADER_MAGIC, MultibootInfoFlag, MbInfo,
+  MODULE_ENTRY_SIZE, MMAP_ENTRY_SIZE, DEFAULT_BOOT_LOADER_NAME,
+} from './multiboot/info.js';
+export type { MultibootInfo, MultibootInfoOptions, PlacedModule } from './multiboot/info.js';
+export { loadMultiboot, enterMultiboot, MULTIBOOT_CS, MULTIBOOT_DS } from './multiboot/load.js';
+export type { MultibootBootOptions, LoadedMultiboot, MultibootModule } from './multiboot/load.js';
+export { buildMultibootTestKernel, multibootModuleChecksum, MULTIBOOT_TEST_PASS } from './multiboot/test-kernel.js';
+export type { MultibootTestKernelOptions } from './multiboot/test-kernel.js';
+export * from './bios/index.js';

@@ -9,8 +9,16 @@ import { KvmError } from './error.js';
 import { GuestMemory } from './memory/guest-memory.js';
 import { KvmRun } from './kvm-run.js';
 import type {
-  KvmClearDirtyLog, KvmCpuid2, KvmDirtyLog, KvmFpu, KvmMsrs, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion, KvmVcpuEvents,
+  KvmClearDirtyLog, KvmCpuid2, KvmDirtyLog, KvmFpu, KvmIoeventfd, KvmIrqchip, KvmIrqLevel, KvmLapicState, KvmMpState, KvmMsrs,
+  KvmPitState2, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion, KvmVcpuEvents,
 } from './kvm-types.js';
+import { IoBus, MmioBus, type BusDevice } from './bus.js';
+import { KernelIrqchip } from './irqchip/irqchip.js';
+import type { IoApicState } from './irqchip/ioapic.js';
+import { LAPIC_REGS_SIZE } from './irqchip/lapic.js';
+import type { PicState } from './irqchip/pic.js';
+import { PIT_BASE, PIT_PORT_LEN, Pit, type PitState } from './pit/pit.js';
+import { PORT61_PORT, Port61, type Port61State } from './pit/port61.js';
 import { KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI } from './kvm-types.js';
 import { MSR_INDEX_LIST, readMsr, supportedCpuid, writeMsr } from './x86/cpuid.js';
 import { X86Cpu } from './x86/cpu.js';
@@ -23,6 +31,14 @@ class VmObject {
   readonly vcpus = new Map<number, VcpuObject>();
   clock: GuestClock = new HostClock();
   timers = new TimerQueue(this.clock);
+  /** Ports and MMIO handled inside run(): the in-kernel irqchip and PIT. */
+  readonly kernelIo = new IoBus();
+  readonly kernelMmio = new MmioBus();
+  /** ioeventfd registrations: consulted for guest writes only. */
+  readonly eventIo = new IoBus();
+  readonly eventMmio = new MmioBus();
+  irqchip: KernelIrqchip | null = null;
+  pit: { pit: Pit; port61: Port61 } | null = null;
 
   /** Instructions retired by all vCPUs (the source of an InstructionClock). */
   retired(): number {
@@ -33,6 +49,7 @@ class VmObject {
 
   /** Switches to a clock mode; only before any vCPU has run, so guest time never jumps. */
   setClockMode(mode: 'host' | 'instructions', nsPerInstruction = 1): void {
+    if (this.irqchip !== null) throw new KvmError('EBUSY', 'the clock mode can only be chosen before KVM_CREATE_IRQCHIP (its timers use the clock)');
     for (const v of this.vcpus.values()) {
       if (v.cpu.retired() > 0) throw new KvmError('EBUSY', 'the clock mode can only be chosen before the vCPUs run');
     }
@@ -47,8 +64,56 @@ class VcpuObject {
   readonly run = new KvmRun();
   readonly cpu: X86Cpu;
   constructor(readonly vm: VmObject, readonly id: number) {
-    this.cpu = new X86Cpu(vm.memory, this.run);
-    this.cpu.clock = vm.clock;
+    const cpu = (this.cpu = new X86Cpu(vm.memory, this.run));
+    cpu.clock = vm.clock;
+    cpu.kernelIo = new KernelBus(vm.kernelIo, vm.eventIo);
+    cpu.kernelMmio = new KernelBus(vm.kernelMmio, vm.eventMmio);
+    if (vm.irqchip !== null) {
+      cpu.lapic = vm.irqchip.addVcpu(id, cpu);
+      cpu.kernelTimers = vm.timers;
+      cpu.reset();
+    }
+  }
+}
+
+/**
+ * What run() sees of one in-kernel address space: the in-kernel devices for reads and writes,
+ * and the ioeventfd registrations for writes (a read of a notify address still exits to the VMM,
+ * and so does a write no registration matches).
+ */
+class KernelBus {
+  constructor(private readonly devices: IoBus | MmioBus, private readonly events: IoBus | MmioBus) {}
+  read(addr: number, data: Uint8Array): boolean {
+    return this.devices.read(addr, data);
+  }
+  write(addr: number, data: Uint8Array): boolean {
+    const r = this.events.find(addr);
+    if (r !== undefined && r.base === addr && (r.device as IoEventSlot).signal(data)) return true;
+    return this.devices.write(addr, data);
+  }
+}
+
+/** The ioeventfds registered at one address and length; each matches one value or any. */
+class IoEventSlot implements BusDevice {
+  readonly entries: { datamatch: number | null; notify: () => void }[] = [];
+  constructor(readonly len: number) {}
+  read(): void {}
+  write(_offset: number, data: Uint8Array): void {
+    this.signal(data);
+  }
+  /** Calls the matching registrations; false when none matched (the write then exits). */
+  signal(data: Uint8Array): boolean {
+    if (this.len !== 0 && data.length !== this.len) return false;
+    let v = 0;
+    for (let k = data.length - 1; k >= 0; k--) v = v * 256 + data[k]!;
+    let matched = false;
+    for (const e of this.entries) {
+      if (e.datamatch === null || e.datamatch === v) {
+        matched = true;
+        e.notify();
+      }
+    }
+    return matched;
   }
 }
 
@@ -111,6 +176,12 @@ function checkExtension(cap: number): number {
     case K.KVM_CAP_READONLY_MEM:
     case K.KVM_CAP_IMMEDIATE_EXIT:
     case K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2:
+    case K.KVM_CAP_IRQCHIP:
+    case K.KVM_CAP_IRQ_INJECT_STATUS:
+    case K.KVM_CAP_PIT2:
+    case K.KVM_CAP_PIT_STATE2:
+    case K.KVM_CAP_IOEVENTFD:
+    case K.KVM_CAP_MP_STATE:
       return 1;
     case K.KVM_CAP_NR_MEMSLOTS:
       return K.KVM_USER_MEM_SLOTS;
@@ -198,6 +269,78 @@ function vmIoctl(vm: VmObject, request: number, arg: unknown): number {
       vm.clock.setNs(c.clock);
       return 0;
     }
+    case K.KVM_CREATE_IRQCHIP: {
+      if (vm.irqchip !== null) throw new KvmError('EEXIST', 'KVM_CREATE_IRQCHIP: the VM already has an irqchip');
+      if (vm.vcpus.size > 0) throw new KvmError('EINVAL', 'KVM_CREATE_IRQCHIP: create the irqchip before the vCPUs');
+      const chip = new KernelIrqchip(vm.clock, vm.timers);
+      chip.attach(vm.kernelIo, vm.kernelMmio);
+      vm.irqchip = chip;
+      return 0;
+    }
+    case K.KVM_IRQ_LINE:
+    case K.KVM_IRQ_LINE_STATUS: {
+      const name = request === K.KVM_IRQ_LINE ? 'KVM_IRQ_LINE' : 'KVM_IRQ_LINE_STATUS';
+      const l = requireObject<KvmIrqLevel>(arg, name, ['irq', 'level']);
+      const chip = requireIrqchip(vm, name);
+      try {
+        chip.setIrqLine(l.irq, l.level !== 0);
+      } catch (e) {
+        throw new KvmError('EINVAL', `${name}: ${(e as Error).message}`);
+      }
+      if (request === K.KVM_IRQ_LINE_STATUS) l.status = 1;
+      return 0;
+    }
+    case K.KVM_GET_IRQCHIP: {
+      const c = requireObject<KvmIrqchip>(arg, 'KVM_GET_IRQCHIP', ['chipId']);
+      try {
+        c.chip = requireIrqchip(vm, 'KVM_GET_IRQCHIP').getChip(c.chipId);
+      } catch (e) {
+        if (e instanceof KvmError) throw e;
+        throw new KvmError('EINVAL', `KVM_GET_IRQCHIP: ${(e as Error).message}`);
+      }
+      return 0;
+    }
+    case K.KVM_SET_IRQCHIP: {
+      const c = requireObject<KvmIrqchip>(arg, 'KVM_SET_IRQCHIP', ['chipId', 'chip']);
+      const chip = requireIrqchip(vm, 'KVM_SET_IRQCHIP');
+      try {
+        chip.setChip(c.chipId, c.chip as PicState | IoApicState);
+      } catch (e) {
+        throw new KvmError('EINVAL', `KVM_SET_IRQCHIP: ${(e as Error).message}`);
+      }
+      return 0;
+    }
+    case K.KVM_CREATE_PIT2: {
+      const chip = requireIrqchip(vm, 'KVM_CREATE_PIT2');
+      if (vm.pit !== null) throw new KvmError('EEXIST', 'KVM_CREATE_PIT2: the VM already has a PIT');
+      const pit = new Pit({ timers: vm.timers, clock: vm.clock, irq0: (level) => chip.setIrqLine(0, level) });
+      const port61 = new Port61({ pit });
+      vm.kernelIo.insert(pit, PIT_BASE, PIT_PORT_LEN);
+      vm.kernelIo.insert(port61, PORT61_PORT, 1);
+      vm.pit = { pit, port61 };
+      return 0;
+    }
+    case K.KVM_GET_PIT2: {
+      const p = requireObject<KvmPitState2>(arg, 'KVM_GET_PIT2', []);
+      if (vm.pit === null) throw new KvmError('ENXIO', 'KVM_GET_PIT2: the VM has no in-kernel PIT (KVM_CREATE_PIT2)');
+      p.pit = vm.pit.pit.save();
+      p.port61 = vm.pit.port61.save();
+      return 0;
+    }
+    case K.KVM_SET_PIT2: {
+      const p = requireObject<KvmPitState2>(arg, 'KVM_SET_PIT2', ['pit', 'port61']);
+      if (vm.pit === null) throw new KvmError('ENXIO', 'KVM_SET_PIT2: the VM has no in-kernel PIT (KVM_CREATE_PIT2)');
+      try {
+        vm.pit.pit.restore(p.pit as PitState);
+        vm.pit.port61.restore(p.port61 as Port61State);
+      } catch (e) {
+        throw new KvmError('EINVAL', `KVM_SET_PIT2: ${(e as Error).message}`);
+      }
+      return 0;
+    }
+    case K.KVM_IOEVENTFD:
+      ioeventfd(vm, requireObject<KvmIoeventfd>(arg, 'KVM_IOEVENTFD', ['addr', 'len', 'flags']));
+      return 0;
     case K.KVM_CLEAR_DIRTY_LOG: {
       const d = requireObject<KvmClearDirtyLog>(arg, 'KVM_CLEAR_DIRTY_LOG', ['slot', 'firstPage', 'numPages', 'dirtyBitmap']);
       if (!(d.dirtyBitmap instanceof Uint8Array)) throw new KvmError('EFAULT', 'KVM_CLEAR_DIRTY_LOG: dirtyBitmap must be a Uint8Array');
@@ -209,8 +352,73 @@ function vmIoctl(vm: VmObject, request: number, arg: unknown): number {
   }
 }
 
+function requireIrqchip(vm: VmObject, request: string): KernelIrqchip {
+  if (vm.irqchip === null) throw new KvmError('ENXIO', `${request}: the VM has no in-kernel irqchip (KVM_CREATE_IRQCHIP)`);
+  return vm.irqchip;
+}
+
+function ioeventfd(vm: VmObject, e: KvmIoeventfd): void {
+  const pio = (e.flags & K.KVM_IOEVENTFD_FLAG_PIO) !== 0;
+  const bus = pio ? vm.eventIo : vm.eventMmio;
+  const datamatch = (e.flags & K.KVM_IOEVENTFD_FLAG_DATAMATCH) !== 0 ? e.datamatch : null;
+  if (![0, 1, 2, 4, 8].includes(e.len)) throw new KvmError('EINVAL', `KVM_IOEVENTFD: len ${e.len} is not 0, 1, 2, 4 or 8`);
+  const limit = pio ? 0x10000 : 2 ** 52;
+  if (!Number.isSafeInteger(e.addr) || e.addr < 0 || e.addr + Math.max(e.len, 1) > limit) {
+    throw new KvmError('EINVAL', `KVM_IOEVENTFD: address ${hex(e.addr)} is out of range`);
+  }
+  const r = bus.find(e.addr);
+  const slot = r !== undefined && r.base === e.addr ? (r.device as IoEventSlot) : undefined;
+  if ((e.flags & K.KVM_IOEVENTFD_FLAG_DEASSIGN) !== 0) {
+    const i = slot?.entries.findIndex((x) => x.datamatch === datamatch && (e.notify === undefined || x.notify === e.notify)) ?? -1;
+    if (slot === undefined || i < 0) throw new KvmError('ENOENT', `KVM_IOEVENTFD: nothing registered at ${hex(e.addr)}`);
+    slot.entries.splice(i, 1);
+    if (slot.entries.length === 0) bus.remove(e.addr);
+    return;
+  }
+  if (typeof e.notify !== 'function') throw new KvmError('EINVAL', 'KVM_IOEVENTFD: notify must be a function');
+  if (slot !== undefined) {
+    if (slot.len !== e.len) throw new KvmError('EEXIST', `KVM_IOEVENTFD: ${hex(e.addr)} is registered with length ${slot.len}`);
+    if (slot.entries.some((x) => x.datamatch === datamatch)) throw new KvmError('EEXIST', `KVM_IOEVENTFD: ${hex(e.addr)} is already registered for that value`);
+    slot.entries.push({ datamatch, notify: e.notify });
+    return;
+  }
+  const fresh = new IoEventSlot(e.len);
+  fresh.entries.push({ datamatch, notify: e.notify });
+  try {
+    bus.insert(fresh, e.addr, Math.max(e.len, 1));
+  } catch (err) {
+    throw new KvmError('EEXIST', `KVM_IOEVENTFD: ${(err as Error).message}`);
+  }
+}
+
 function vcpuIoctl(vcpu: VcpuObject, request: number, arg: unknown): number {
   switch (request) {
+    case K.KVM_GET_LAPIC: {
+      const l = requireObject<KvmLapicState>(arg, 'KVM_GET_LAPIC', ['regs']);
+      if (vcpu.cpu.lapic === null) throw new KvmError('ENXIO', 'KVM_GET_LAPIC: the VM has no in-kernel irqchip');
+      if (!(l.regs instanceof Uint8Array) || l.regs.length < LAPIC_REGS_SIZE) throw new KvmError('EFAULT', `KVM_GET_LAPIC: regs must be a Uint8Array of ${LAPIC_REGS_SIZE} bytes`);
+      vcpu.cpu.lapic.getRegisters(l.regs);
+      return 0;
+    }
+    case K.KVM_SET_LAPIC: {
+      const l = requireObject<KvmLapicState>(arg, 'KVM_SET_LAPIC', ['regs']);
+      if (vcpu.cpu.lapic === null) throw new KvmError('ENXIO', 'KVM_SET_LAPIC: the VM has no in-kernel irqchip');
+      if (!(l.regs instanceof Uint8Array) || l.regs.length < LAPIC_REGS_SIZE) throw new KvmError('EFAULT', `KVM_SET_LAPIC: regs must be a Uint8Array of ${LAPIC_REGS_SIZE} bytes`);
+      vcpu.cpu.lapic.setRegisters(l.regs);
+      return 0;
+    }
+    case K.KVM_GET_MP_STATE: {
+      const m = requireObject<KvmMpState>(arg, 'KVM_GET_MP_STATE', []);
+      m.mpState = vcpu.cpu.halted ? K.KVM_MP_STATE_HALTED : K.KVM_MP_STATE_RUNNABLE;
+      return 0;
+    }
+    case K.KVM_SET_MP_STATE: {
+      const m = requireObject<KvmMpState>(arg, 'KVM_SET_MP_STATE', ['mpState']);
+      if (m.mpState !== K.KVM_MP_STATE_RUNNABLE && m.mpState !== K.KVM_MP_STATE_HALTED) throw new KvmError('EINVAL', `KVM_SET_MP_STATE: state ${m.mpState} is not RUNNABLE (0) or HALTED (3)`);
+      if (m.mpState === K.KVM_MP_STATE_HALTED && vcpu.cpu.lapic === null) throw new KvmError('EINVAL', 'KVM_SET_MP_STATE: HALTED needs an in-kernel irqchip');
+      vcpu.cpu.halted = m.mpState === K.KVM_MP_STATE_HALTED;
+      return 0;
+    }
     case K.KVM_RUN:
       vcpu.cpu.runLoop();
       return 0;
@@ -230,6 +438,7 @@ function vcpuIoctl(vcpu: VcpuObject, request: number, arg: unknown): number {
       const irq = requireObject<{ irq: number }>(arg, 'KVM_INTERRUPT', ['irq']).irq;
       if (!Number.isInteger(irq) || irq < 0 || irq > 255) throw new KvmError('EINVAL', `KVM_INTERRUPT: irq ${irq} is not a vector 0..255`);
       // As in KVM without an in-kernel irqchip: one interrupt may be queued at a time.
+      if (vcpu.cpu.lapic !== null) throw new KvmError('ENXIO', 'KVM_INTERRUPT: the VM has an in-kernel irqchip; drive interrupts with KVM_IRQ_LINE');
       if (vcpu.cpu.pendingIrq >= 0) throw new KvmError('EEXIST', `KVM_INTERRUPT: vector ${vcpu.cpu.pendingIrq} is still waiting to be injected`);
       vcpu.cpu.injectInterrupt(irq);
       return 0;

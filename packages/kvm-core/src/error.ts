@@ -1,5 +1,5 @@
 /** errno names that kvm-core's ioctls fail with, as Linux's KVM would. */
-export type Errno = 'EBADF' | 'EINVAL' | 'ENOTTY' | 'EEXIST' | 'ENOENT' | 'EFAULT' | 'ENOMEM' | 'EBUSY';
+export type Errno = 'ENXIO' | 'EBADF' | 'EINVAL' | 'ENOTTY' | 'EEXIST' | 'ENOENT' | 'EFAULT' | 'ENOMEM' | 'EBUSY';
 
 /**
  * An ioctl failed. `errno` is what Linux would return; the message says what was wrong

@@ -36,8 +36,39 @@ export const KVM_GET_FPU = 0x81a0ae8c;
 export const KVM_SET_FPU = 0x41a0ae8d;
 export const KVM_GET_VCPU_EVENTS = 0x8040ae9f;
 export const KVM_SET_VCPU_EVENTS = 0x4040aea0;
+// In-kernel devices. State-carrying requests take kvm-core's own JSON-able device states
+// (see irqchip/ and pit/) rather than the packed C structs; KVM_GET/SET_LAPIC keep the 1 KiB
+// register image of struct kvm_lapic_state.
+export const KVM_CREATE_IRQCHIP = 0xae60;
+export const KVM_IRQ_LINE = 0x4008ae61;
+export const KVM_GET_IRQCHIP = 0xc208ae62;
+export const KVM_SET_IRQCHIP = 0x8208ae63;
+export const KVM_IRQ_LINE_STATUS = 0xc008ae67;
+export const KVM_CREATE_PIT2 = 0x4040ae77;
+export const KVM_IOEVENTFD = 0x4040ae79;
+export const KVM_GET_PIT2 = 0x8070ae9f;
+export const KVM_SET_PIT2 = 0x4070aea0;
+export const KVM_GET_LAPIC = 0x8400ae8e;
+export const KVM_SET_LAPIC = 0x4400ae8f;
+export const KVM_GET_MP_STATE = 0x8004ae98;
+export const KVM_SET_MP_STATE = 0x4004ae99;
+
+// KVM_IOEVENTFD flags.
+export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0;
+export const KVM_IOEVENTFD_FLAG_PIO = 1 << 1;
+export const KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2;
+
+// kvm_mp_state.mp_state
+export const KVM_MP_STATE_RUNNABLE = 0;
+export const KVM_MP_STATE_HALTED = 3;
 
 // Capabilities (KVM_CHECK_EXTENSION arguments).
+export const KVM_CAP_IRQCHIP = 0;
+export const KVM_CAP_MP_STATE = 14;
+export const KVM_CAP_IRQ_INJECT_STATUS = 26;
+export const KVM_CAP_PIT2 = 33;
+export const KVM_CAP_PIT_STATE2 = 35;
+export const KVM_CAP_IOEVENTFD = 36;
 export const KVM_CAP_HLT = 1;
 export const KVM_CAP_USER_MEMORY = 3;
 export const KVM_CAP_EXT_CPUID = 7;

@@ -173,3 +173,46 @@ export function emptyFpu(): KvmFpu {
     mxcsr: 0,
   };
 }
+
+/** struct kvm_irq_level: drive GSI `irq` to `level` (KVM_IRQ_LINE). */
+export interface KvmIrqLevel {
+  irq: number;
+  level: number;
+  /** KVM_IRQ_LINE_STATUS: set to 1 when the interrupt was delivered (not coalesced or masked), as far as known. */
+  status?: number;
+}
+
+/** KVM_GET_IRQCHIP / KVM_SET_IRQCHIP: `chip` is the device's JSON-able state (PicState or IoApicState). */
+export interface KvmIrqchip {
+  chipId: number;
+  chip: unknown;
+}
+
+/** KVM_GET_LAPIC / KVM_SET_LAPIC: the local APIC's 1 KiB register image (struct kvm_lapic_state). */
+export interface KvmLapicState {
+  regs: Uint8Array;
+}
+
+/** KVM_GET_PIT2 / KVM_SET_PIT2: the PIT's JSON-able state (PitState) and port 0x61's (Port61State). */
+export interface KvmPitState2 {
+  pit: unknown;
+  port61: unknown;
+}
+
+/**
+ * KVM_IOEVENTFD: a guest write to `addr` (`len` bytes; with the DATAMATCH flag only when the
+ * value equals `datamatch`) calls `notify` inside run() instead of exiting — the function takes
+ * the place of the eventfd. The PIO flag selects port I/O; DEASSIGN removes a registration.
+ */
+export interface KvmIoeventfd {
+  addr: number;
+  len: number;
+  flags: number;
+  datamatch: number;
+  notify?: () => void;
+}
+
+/** struct kvm_mp_state. */
+export interface KvmMpState {
+  mpState: number;
+}

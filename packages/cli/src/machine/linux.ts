@@ -10,7 +10,7 @@
  */
 
 import { readFileSync } from 'node:fs';
-import { BootError, enterLinux, loadLinux, parseBzImage } from '@kvmts/firmware';
+import { BootError, enterLinux, loadLinux, parseBzImage, type AcpiTables } from '@kvmts/firmware';
 import { formatSize } from '../args.js';
 import { ConsoleSink } from '../console.js';
 import { CliError, ExitStatus } from '../errors.js';
@@ -80,7 +80,8 @@ export interface LinuxRunIo {
   stderr(text: string): void;
 }
 
-function readInput(path: string, what: string): Uint8Array {
+/** A file's bytes, or a CliError naming the file as `what`. */
+export function readInput(path: string, what: string): Uint8Array {
   let data: Buffer;
   try {
     data = readFileSync(path);
@@ -164,7 +165,40 @@ export async function runLinux(options: LinuxRunOptions, io: LinuxRunIo, input?:
     throw err;
   }
   const initrd = options.initrd !== undefined ? readInput(options.initrd, 'initrd') : undefined;
+  return runPcGuest(options, io, input, (machine, acpi) => {
+    try {
+      const loaded = loadLinux(machine.vm.memory, {
+        kernel,
+        ...(initrd ? { initrd } : {}),
+        cmdline: options.append,
+        ramSize: options.memSize,
+        ...(acpi ? { reserved: [acpi.e820Reserved], rsdpAddr: acpi.rsdpAddress } : {}),
+      });
+      enterLinux(machine.vcpu, loaded);
+    } catch (err) {
+      if (err instanceof BootError) {
+        const msg = err.message.replace(/^kernel image\b/, `'${options.kernel}'`);
+        throw new CliError(msg.replace(/^the initrd\b/, `the initrd '${options.initrd ?? ''}'`));
+      }
+      throw err;
+    }
+  });
+}
 
+/** The machine-level options of {@link runPcGuest} (what is not about the kernel). */
+export type PcRunOptions = Omit<LinuxRunOptions, 'kernel' | 'initrd' | 'append'>;
+
+/**
+ * Puts a guest into a fresh {@link PcMachine} (its ACPI tables, `null` with `noAcpi`, are
+ * already in memory): loads it and sets the vCPU's entry state; throws CliError for bad input.
+ */
+export type PcGuestSetup = (machine: PcMachine, acpi: AcpiTables | null) => void;
+
+/**
+ * Runs a guest on the PC with COM1 as the console until it ends (rebooting it with `setup`
+ * again on a reset, unless `noReboot`); returns the exit status. Shared by Linux and Multiboot.
+ */
+export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: GuestInput | undefined, setup: PcGuestSetup): Promise<number> {
   const sink = new ConsoleSink((chunk) => io.stdout(chunk));
   const host = new Host();
   const queue = new InputQueue();
@@ -224,30 +258,17 @@ export async function runLinux(options: LinuxRunOptions, io: LinuxRunIo, input?:
       }
       let outcome: LoopOutcome;
       try {
-        try {
-          const acpi = options.noAcpi ? null : machine.acpiTables(options.memSize);
-          for (const w of acpi?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
-          const loaded = loadLinux(machine.vm.memory, {
-            kernel,
-            ...(initrd ? { initrd } : {}),
-            cmdline: options.append,
-            ramSize: options.memSize,
-            ...(acpi ? { reserved: [acpi.e820Reserved], rsdpAddr: acpi.rsdpAddress } : {}),
-          });
-          enterLinux(machine.vcpu, loaded);
-        } catch (err) {
-          if (err instanceof BootError) {
-            const msg = err.message.replace(/^kernel image\b/, `'${options.kernel}'`);
-            throw new CliError(msg.replace(/^the initrd\b/, `the initrd '${options.initrd ?? ''}'`));
-          }
-          throw err;
-        }
+        const acpi = options.noAcpi ? null : machine.acpiTables(options.memSize);
+        for (const w of acpi?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
+        const mp = machine.mpTables();
+        for (const w of mp?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
+        setup(machine, acpi);
         const serial = machine.serial;
         const l = new PcRunLoop({
           vcpu: machine.vcpu,
           io: machine.ioBus,
           mmio: machine.mmioBus,
-          intc: machine.pic,
+          ...(machine.pic ? { intc: machine.pic } : {}),
           timers: machine.vm.timers,
           clock: machine.vm.clock,
           takeStop: () => machine.takeStop(),
@@ -293,7 +314,7 @@ export async function runLinux(options: LinuxRunOptions, io: LinuxRunIo, input?:
 }
 
 /** The exit status for an outcome, or 'reboot'; prints the outcome's message. */
-function finish(outcome: LoopOutcome, options: LinuxRunOptions, io: LinuxRunIo, boot: number): number | 'reboot' {
+function finish(outcome: LoopOutcome, options: PcRunOptions, io: LinuxRunIo, boot: number): number | 'reboot' {
   switch (outcome.kind) {
     case 'poweroff':
       return ExitStatus.Ok;

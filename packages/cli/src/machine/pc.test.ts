@@ -1,13 +1,14 @@
 import { describe, it, expect, afterEach } from 'vitest';
-import { PcMachine, ACPI_SCI_IRQ } from './pc.js';
-import { ACPI_SLP_TYP_S5, PM_BASE_DEFAULT, PM1_SLP_EN } from '@kvmts/devices';
+import { PcMachine, ACPI_SCI_IRQ, IOAPIC_ID } from './pc.js';
+import { ACPI_SLP_TYP_S5, PM_BASE_DEFAULT, PM1_SLP_EN, type Pic } from '@kvmts/devices';
+import { KVM_IRQCHIP_IOAPIC, LapicReg } from '@kvmts/kvm-core';
 
 const machines: PcMachine[] = [];
 afterEach(() => {
   for (const m of machines.splice(0)) m.close();
 });
 
-function make(opts: { debugExit?: boolean } = {}): PcMachine {
+function makeMachine(opts: { debugExit?: boolean; irqchip?: 'kernel' | 'userspace' } = {}): PcMachine {
   const m = new PcMachine({ memSize: 1 << 20, clockMode: 'instructions', startTime: 0, ...opts });
   machines.push(m);
   return m;
@@ -39,7 +40,13 @@ function initPic(m: PcMachine): void {
   out8(m, 0xa1, 0x00);
 }
 
-describe('PcMachine IRQ routing', () => {
+describe('PcMachine IRQ routing (userspace 8259A)', () => {
+  const make = (): PcMachine & { pic: Pic } => {
+    const m = makeMachine({ irqchip: 'userspace' });
+    if (!m.pic) throw new Error('no userspace PIC');
+    return m as PcMachine & { pic: Pic };
+  };
+
   it('routes COM1 to IRQ 4', () => {
     const m = make();
     initPic(m);
@@ -100,7 +107,52 @@ describe('PcMachine IRQ routing', () => {
   });
 });
 
+describe('PcMachine IRQ routing (in-kernel irqchip)', () => {
+  /** I/O APIC input pins asserted now (in-kernel irqchip state). */
+  const ioapicPins = (m: PcMachine): number => m.vm.getIrqchip(KVM_IRQCHIP_IOAPIC).pins;
+
+  it('drives the in-kernel chips with KVM_IRQ_LINE: COM1 on 4, i8042 on 1, RTC on 8, SCI on 9', () => {
+    const m = makeMachine();
+    expect(m.irqchip).toBe('kernel');
+    expect(m.pic).toBeUndefined();
+    expect(ioapicPins(m)).toBe(0);
+    out8(m, 0x3f9, 0x01);
+    out8(m, 0x3fc, 0x08);
+    m.serial.enqueueInput([0x41]);
+    expect(ioapicPins(m)).toBe(1 << 4);
+    expect(in8(m, 0x3f8)).toBe(0x41);
+    expect(ioapicPins(m)).toBe(0);
+    m.i8042.keyboardInput([0x1c]);
+    expect(ioapicPins(m)).toBe(1 << 1);
+    out16(m, PM_BASE_DEFAULT + 2, 0x100);
+    m.pm.pressPowerButton();
+    expect(ioapicPins(m) & (1 << ACPI_SCI_IRQ)).toBe(1 << ACPI_SCI_IRQ);
+  });
+
+  it('leaves the local APIC in virtual-wire mode and the I/O APIC with the ID the tables give', () => {
+    const m = makeMachine();
+    const lapic = new DataView(m.vcpu.getLapic().buffer);
+    expect(lapic.getUint32(LapicReg.SVR, true) & 0x100).toBe(0x100);
+    expect(lapic.getUint32(LapicReg.LVT_LINT0, true)).toBe(0x700);
+    expect(m.vm.getIrqchip(KVM_IRQCHIP_IOAPIC).id).toBe(IOAPIC_ID);
+    // No ports of the in-kernel chips on the machine's own bus.
+    expect(m.ioBus.find(0x20)).toBeUndefined();
+    expect(m.ioBus.find(0x40)).toBeUndefined();
+  });
+
+  it('builds MP tables naming the same I/O APIC, and none without a local APIC', () => {
+    const m = makeMachine();
+    const mp = m.mpTables();
+    expect(mp).toBeDefined();
+    const text = new TextDecoder('latin1').decode(mp!.writes[0]!.bytes);
+    expect(text.startsWith('_MP_')).toBe(true);
+    expect(text).toContain('PCMP');
+    expect(makeMachine({ irqchip: 'userspace' }).mpTables()).toBeUndefined();
+  });
+});
+
 describe('PcMachine stop requests', () => {
+  const make = makeMachine;
   it.each([
     ['keyboard controller', (m: PcMachine) => out8(m, 0x64, 0xfe)],
     ['PCI reset control (0xcf9)', (m: PcMachine) => out8(m, 0xcf9, 0x06)],

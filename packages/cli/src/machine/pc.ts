@@ -1,6 +1,14 @@
 /**
- * A PC: one VM with RAM at guest-physical 0, one vCPU, and the legacy PC devices wired as on a
- * PIIX3 board running in PIC mode (the vCPU advertises no local APIC, so no IOAPIC is mapped).
+ * A PC: one VM with RAM at guest-physical 0, one vCPU, and the PC devices wired as on a PIIX3
+ * board.
+ *
+ * The interrupt controllers and the PIT run in one of two ways, as with QEMU on KVM:
+ * - `irqchip: 'kernel'` (default): kvm-core's in-kernel irqchip (8259A pair, I/O APIC at
+ *   0xFEC00000, a local APIC at 0xFEE00000 that CPUID announces) and in-kernel PIT with port
+ *   0x61; devices raise their lines with KVM_IRQ_LINE and the guest's accesses to those chips
+ *   never leave run(). Linux runs in APIC mode.
+ * - `irqchip: 'userspace'`: the 8259A pair, PIT and port 0x61 on the machine's own I/O bus, the
+ *   run loop injecting the PIC's vector with KVM_INTERRUPT. No local APIC: PIC mode.
  *
  * | device                     | ports                 | IRQ                       |
  * | -------------------------- | --------------------- | ------------------------- |
@@ -24,8 +32,8 @@
  * @module
  */
 
-import { buildAcpiTables, type AcpiTables } from '@kvmts/firmware';
-import { Kvm, type VcpuFd, type VmFd } from '@kvmts/kvm-core';
+import { buildAcpiTables, buildMpTables, pcInterruptOverrides, prtEntries, type AcpiTables, type MpTables } from '@kvmts/firmware';
+import { CPUID_SIGNATURE, KVM_IRQCHIP_IOAPIC, Kvm, LapicReg, type VcpuFd, type VmFd } from '@kvmts/kvm-core';
 import {
   ACPI_SLP_TYP_S5,
   AcpiPm,
@@ -71,6 +79,13 @@ import {
 
 /** The ISA IRQ of the ACPI SCI, as in QEMU's and most boards' FADT (SCI_INT = 9). */
 export const ACPI_SCI_IRQ = 9;
+/**
+ * The I/O APIC's ID, as firmware programs it: one above the vCPU's local APIC ID, since both
+ * share the APIC bus (the MP table requires them to differ).
+ */
+export const IOAPIC_ID = 1;
+/** PCI slots whose INTx routing the MP table lists (as the DSDT's _PRT does). */
+const PCI_ROUTED_SLOTS = Array.from({ length: 31 }, (_, i) => i + 1);
 /** ISA IRQs behind PIRQA–D: the PCI interrupt lines the firmware's _PRT describes. */
 export const PIRQ_IRQS = [10, 10, 11, 11] as const;
 
@@ -95,6 +110,8 @@ export interface PcMachineOptions {
   debugExit?: boolean;
   /** What the RTC shows at power-on (default: now). */
   startTime?: Date | number;
+  /** Where the PIC, I/O APIC, local APIC and PIT run (default 'kernel'; see the module comment). */
+  irqchip?: 'kernel' | 'userspace';
 }
 
 /** The PC's VM, vCPU and devices, wired together. */
@@ -105,9 +122,11 @@ export class PcMachine {
   readonly ram: ArrayBuffer;
   readonly ioBus = new IoBus();
   readonly mmioBus = new MmioBus();
-  readonly pic: Pic;
-  readonly pit: Pit;
-  readonly port61: Port61;
+  /** The in-kernel irqchip, or for 'userspace' the machine's own 8259A pair, PIT and port 0x61. */
+  readonly irqchip: 'kernel' | 'userspace';
+  readonly pic: Pic | undefined;
+  readonly pit: Pit | undefined;
+  readonly port61: Port61 | undefined;
   readonly rtc: Rtc;
   readonly port92: Port92;
   readonly port80: Port80;
@@ -125,9 +144,15 @@ export class PcMachine {
     try {
       this.ram = new ArrayBuffer(options.memSize);
       this.vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: options.memSize, userspaceAddr: this.ram });
-      this.vcpu = this.vm.createVcpu(0);
       // The clock mode is chosen before any device takes the VM's timer queue (it replaces it).
       if (options.clockMode === 'instructions') this.vm.setClockMode('instructions');
+      this.irqchip = options.irqchip ?? 'kernel';
+      if (this.irqchip === 'kernel') {
+        this.vm.createIrqchip();
+        this.vm.createPit2();
+      }
+      this.vcpu = this.vm.createVcpu(0);
+      if (this.irqchip === 'kernel') this.enterVirtualWireMode();
     } catch (err) {
       this.vm.close();
       this.kvm.close();
@@ -137,20 +162,27 @@ export class PcMachine {
     const clock = this.vm.clock;
     const io = this.ioBus;
 
-    const pic = (this.pic = new Pic());
-    io.insert(pic.master, PIC_MASTER_BASE, PIC_PORT_LEN);
-    io.insert(pic.slave, PIC_SLAVE_BASE, PIC_PORT_LEN);
-    io.insert(pic.elcr, PIC_ELCR_BASE, PIC_PORT_LEN);
-
-    this.pit = new Pit({ timers, clock, irq0: (level) => pic.setIrq(PIT_IRQ, level) });
-    io.insert(this.pit, PIT_BASE, PIT_PORT_LEN);
-    this.port61 = new Port61({ pit: this.pit });
-    io.insert(this.port61, PORT61_PORT, 1);
+    // An ISA IRQ line (and the PCI lines routed onto them) for the chosen irqchip.
+    let setIrq: (irq: number, level: boolean) => void;
+    if (this.irqchip === 'kernel') {
+      const vm = this.vm;
+      setIrq = (irq, level) => vm.irqLine(irq, level);
+    } else {
+      const pic = (this.pic = new Pic());
+      io.insert(pic.master, PIC_MASTER_BASE, PIC_PORT_LEN);
+      io.insert(pic.slave, PIC_SLAVE_BASE, PIC_PORT_LEN);
+      io.insert(pic.elcr, PIC_ELCR_BASE, PIC_PORT_LEN);
+      this.pit = new Pit({ timers, clock, irq0: (level) => pic.setIrq(PIT_IRQ, level) });
+      io.insert(this.pit, PIT_BASE, PIT_PORT_LEN);
+      this.port61 = new Port61({ pit: this.pit });
+      io.insert(this.port61, PORT61_PORT, 1);
+      setIrq = (irq, level) => pic.setIrq(irq, level);
+    }
 
     this.i8042 = new I8042({
       reset: () => this.requestStop({ kind: 'reset', source: 'keyboard controller' }),
-      irq1: (level) => pic.setIrq(I8042_KBD_IRQ, level),
-      irq12: (level) => pic.setIrq(I8042_AUX_IRQ, level),
+      irq1: (level) => setIrq(I8042_KBD_IRQ, level),
+      irq12: (level) => setIrq(I8042_AUX_IRQ, level),
     });
     io.insert(this.i8042.data, I8042_DATA_PORT, 1);
     io.insert(this.i8042.command, I8042_COMMAND_PORT, 1);
@@ -158,7 +190,7 @@ export class PcMachine {
     this.rtc = new Rtc({
       timers,
       clock,
-      irq8: (level) => pic.setIrq(RTC_IRQ, level),
+      irq8: (level) => setIrq(RTC_IRQ, level),
       ...(options.startTime !== undefined ? { startTime: options.startTime } : {}),
     });
     this.rtc.setMemorySize(options.memSize);
@@ -172,14 +204,14 @@ export class PcMachine {
 
     this.serial = new Serial({
       ...(options.serialOutput ? { output: options.serialOutput } : {}),
-      irq: (level) => pic.setIrq(COM1_IRQ, level),
+      irq: (level) => setIrq(COM1_IRQ, level),
     });
     io.insert(this.serial, COM1_BASE, SERIAL_PORT_LEN);
 
     this.pci = new PciHostBridge();
     this.pci.mapPorts(io);
     this.piix = new Piix3({
-      isaIrq: (irq, level) => pic.setIrq(irq, level),
+      isaIrq: (irq, level) => setIrq(irq, level),
       reset: () => this.requestStop({ kind: 'reset', source: 'PCI reset control (0xcf9)' }),
     });
     this.pci.attach(this.piix, PIIX_SLOT);
@@ -191,7 +223,7 @@ export class PcMachine {
       clock,
       timers,
       base: PM_BASE_DEFAULT,
-      sci: (level) => pic.setIrq(ACPI_SCI_IRQ, level),
+      sci: (level) => setIrq(ACPI_SCI_IRQ, level),
       onSleep: (slpTyp) => {
         if (slpTyp === ACPI_SLP_TYP_S5) this.requestStop({ kind: 'poweroff' });
       },
@@ -214,10 +246,48 @@ export class PcMachine {
     return buildAcpiTables({
       ramSize,
       vcpus: 1,
+      ioapicId: IOAPIC_ID,
       pm: this.pm.layout,
       sciInt: ACPI_SCI_IRQ,
-      route: (slot, pin) => this.piix.routeIntx(slot, pin + 1) ?? 0,
+      route: this.pciRoute,
     });
+  }
+
+  /**
+   * The MP tables (MP spec 1.4) for firmware-less boots with a local APIC, at 0xF0000 (RAM that
+   * the E820 map reserves): what Linux uses for APIC mode when it has no ACPI. `undefined`
+   * with a userspace irqchip, which has no APICs to describe.
+   */
+  mpTables(): MpTables | undefined {
+    if (this.irqchip !== 'kernel') return undefined;
+    const leaf1 = this.vcpu.getCpuid2().find((e) => e.function === 1);
+    return buildMpTables({
+      vcpus: 1,
+      cpuSignature: CPUID_SIGNATURE,
+      featureFlags: leaf1?.edx ?? 0,
+      ioapicId: IOAPIC_ID,
+      overrides: pcInterruptOverrides(ACPI_SCI_IRQ),
+      pciRoutes: prtEntries(this.pciRoute, PCI_ROUTED_SLOTS),
+    });
+  }
+
+  /** PCI slot and pin (0 = INTA) to the ISA IRQ / I/O APIC pin the PIIX3 routes it to. */
+  private readonly pciRoute = (slot: number, pin: number): number => this.piix.routeIntx(slot, pin + 1) ?? 0;
+
+  /**
+   * Leaves the local APIC as PC firmware does after POST (MP spec 1.4, 3.6.2.2 virtual-wire
+   * mode): software-enabled, LINT0 taking the 8259A's ExtINT and LINT1 the NMI line, so that PIC
+   * interrupts reach the CPU until the OS sets up the APIC itself.
+   */
+  private enterVirtualWireMode(): void {
+    const regs = this.vcpu.getLapic();
+    const view = new DataView(regs.buffer, regs.byteOffset, regs.byteLength);
+    view.setUint32(LapicReg.SVR, 0x1ff, true);
+    view.setUint32(LapicReg.LVT_LINT0, 0x700, true);
+    view.setUint32(LapicReg.LVT_LINT1, 0x400, true);
+    this.vcpu.setLapic(regs);
+    const ioapic = this.vm.getIrqchip(KVM_IRQCHIP_IOAPIC);
+    this.vm.setIrqchip(KVM_IRQCHIP_IOAPIC, { ...ioapic, id: IOAPIC_ID, arbitrationId: IOAPIC_ID });
   }
 
   /** Ask the run loop to stop after the current exit; the first request wins. */

@@ -1,5 +1,7 @@
 /**
- * The run loop of a {@link PcMachine}, as a VMM drives KVM without an in-kernel irqchip:
+ * The run loop of a {@link PcMachine}. With an in-kernel irqchip, kvm-core delivers interrupts
+ * itself and reports KVM_EXIT_HLT only when the vCPU halts with nothing to take; without one
+ * (`intc` given), the loop drives the vCPU as a VMM drives KVM with a userspace PIC:
  *
  * - port I/O and MMIO exits go to the machine's buses (unclaimed reads are all-ones);
  * - after every exit the timers that are due fire ({@link TimerQueue.runDue});
@@ -72,7 +74,8 @@ export interface PcRunLoopParts {
   vcpu: LoopVcpu;
   io: LoopBus;
   mmio: LoopBus;
-  intc: InterruptSource;
+  /** The userspace interrupt controller; absent with an in-kernel irqchip, which injects by itself. */
+  intc?: InterruptSource;
   timers: LoopTimers;
   clock: LoopClock;
   /** Stop requests from devices (PcMachine.takeStop). */
@@ -149,6 +152,7 @@ export class PcRunLoop {
     this.parts.poll?.();
     timers.runDue();
     const run = vcpu.runData;
+    if (intc === undefined) return;
     if (intc.hasInterrupt()) {
       if (run.readyForInterruptInjection) {
         vcpu.interrupt(intc.acknowledge());
@@ -198,8 +202,9 @@ export class PcRunLoop {
             return { kind: 'stop', outcome: this.takeStop() ?? { kind: 'halted', rip: regs.rip } };
           }
           this.parts.poll?.();
-          timers.runDue();
-          if (this.parts.intc.hasInterrupt()) break; // injected at the top of the loop
+          // A timer that fired may have raised an interrupt: the userspace PIC's is injected at
+          // the top of the loop, an in-kernel irqchip's wakes the vCPU inside run().
+          if (timers.runDue() > 0 || this.parts.intc?.hasInterrupt()) break;
           const deadline = timers.nextDeadlineNs();
           if (clock.mode === 'instructions') {
             if (deadline < 0) return { kind: 'wait', deadlineNs: -1 };

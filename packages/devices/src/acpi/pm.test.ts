@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { TimerQueue, type GuestClock } from '@kvmts/kvm-core';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import {
   ACPI_SLP_TYP_S5,
   AcpiPm,

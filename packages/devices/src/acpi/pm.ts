@@ -25,7 +25,7 @@
  */
 
 import type { GuestClock, Timer, TimerQueue } from '@kvmts/kvm-core';
-import type { BusDevice } from '../bus.js';
+import type { BusDevice } from '@kvmts/kvm-core';
 
 /** Default base port of the block (where QEMU's PIIX4 PM puts its PM1 block too). */
 export const PM_BASE_DEFAULT = 0x600;

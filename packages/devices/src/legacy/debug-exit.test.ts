@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, DebugExit } from './debug-exit.js';
 
 describe('DebugExit', () => {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { BusDevice } from '../bus.js';
+import type { BusDevice } from '@kvmts/kvm-core';
 
 /** The port QEMU's isa-debug-exit uses by default on PCs. */
 export const DEBUG_EXIT_PORT = 0xf4;

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, PS2_QUEUE_SIZE, type I8042State } from './i8042.js';
 
 // Status bits.

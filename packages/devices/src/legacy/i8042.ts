@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { BusDevice } from '../bus.js';
+import type { BusDevice } from '@kvmts/kvm-core';
 
 /** The data port (output buffer on read, input buffer on write). */
 export const I8042_DATA_PORT = 0x60;

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { PORT80_PORT, Port80, type Port80State } from './port80.js';
 
 describe('Port80 (POST diagnostic port)', () => {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { BusDevice } from '../bus.js';
+import type { BusDevice } from '@kvmts/kvm-core';
 
 /** The port. */
 export const PORT80_PORT = 0x80;

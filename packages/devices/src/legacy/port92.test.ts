@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { PORT92_PORT, Port92, type Port92State } from './port92.js';
 
 function harness() {

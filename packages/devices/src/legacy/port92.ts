@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { BusDevice } from '../bus.js';
+import type { BusDevice } from '@kvmts/kvm-core';
 
 /** The port. */
 export const PORT92_PORT = 0x92;

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { InstructionClock, TimerQueue } from '@kvmts/kvm-core';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { RTC_BASE, RTC_PORT_LEN, Rtc, type RtcState } from './rtc.js';
 
 // Register numbers, as in the MC146818A data sheet.

@@ -14,7 +14,7 @@
  */
 
 import type { GuestClock, Timer, TimerQueue } from '@kvmts/kvm-core';
-import type { BusDevice } from '../bus.js';
+import type { BusDevice } from '@kvmts/kvm-core';
 
 /** First of the RTC's two ports (index, then data). */
 export const RTC_BASE = 0x70;

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { COM1_BASE, SERIAL_FIFO_SIZE, SERIAL_PORT_LEN, Serial, type SerialState } from './serial.js';
 
 // Register offsets, named as in the 16550 data sheet.

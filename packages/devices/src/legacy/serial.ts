@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { BusDevice } from '../bus.js';
+import type { BusDevice } from '@kvmts/kvm-core';
 
 /** I/O base ports of the four PC COM ports. */
 export const COM1_BASE = 0x3f8;

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { PCI_COMMAND_MEMORY, PciConfigSpace, type PciDevice } from './device.js';
 import { PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_DATA_PORT, PciHostBridge, type PciHostBridgeState } from './host-bridge.js';
 

@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { BusDevice, IoBus } from '../bus.js';
+import type { BusDevice, IoBus } from '@kvmts/kvm-core';
 import { PciConfigSpace, type PciConfigState, type PciDevice } from './device.js';
 
 /** CONFIG_ADDRESS (32-bit accesses only). */

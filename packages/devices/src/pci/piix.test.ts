@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { IoBus } from '../bus.js';
+import { IoBus } from '@kvmts/kvm-core';
 import { PCI_INTA, PCI_INTB, PCI_INTC, PCI_INTD } from './device.js';
 import { PciHostBridge } from './host-bridge.js';
 import { PIIX_PIRQRC, PIIX_RESET_CONTROL_PORT, PIIX_SLOT, Piix3, pirqForIntx, type Piix3State } from './piix.js';

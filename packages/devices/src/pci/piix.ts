@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { BusDevice, IoBus } from '../bus.js';
+import type { BusDevice, IoBus } from '@kvmts/kvm-core';
 import { PCI_INTA, PCI_INTD, PciConfigSpace, type PciConfigState, type PciDevice } from './device.js';
 
 /** Where boards conventionally put the PIIX: device 1, function 0 (00:01.0). */

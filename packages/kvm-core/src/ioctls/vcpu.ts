@@ -1,8 +1,10 @@
 import { close, ioctl, mmapRun } from '../dev-kvm.js';
 import {
   KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_MSRS, KVM_SET_FPU, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_VCPU_EVENTS, KVM_INTERRUPT, KVM_NMI, KVM_RUN,
-  KVM_SET_CPUID2, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VCPU_EVENTS,
+  KVM_SET_CPUID2, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VCPU_EVENTS, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_GET_MP_STATE,
+  KVM_SET_MP_STATE,
 } from '../kvm-bindings.js';
+import { LAPIC_REGS_SIZE } from '../irqchip/lapic.js';
 import type { KvmRun } from '../kvm-run.js';
 import type { KvmCpuidEntry2, KvmFpu, KvmMsrEntry, KvmRegs, KvmSregs, KvmVcpuEvents } from '../kvm-types.js';
 import { emptyFpu, emptyRegs, emptySregs, emptyVcpuEvents } from '../kvm-types.js';
@@ -104,6 +106,30 @@ export class VcpuFd {
   /** KVM_SET_VCPU_EVENTS. */
   setVcpuEvents(events: KvmVcpuEvents): void {
     ioctl(this.fd, KVM_SET_VCPU_EVENTS, events);
+  }
+
+  /** KVM_GET_LAPIC: the local APIC's 1 KiB register image (in-kernel irqchip only). */
+  getLapic(): Uint8Array {
+    const regs = new Uint8Array(LAPIC_REGS_SIZE);
+    ioctl(this.fd, KVM_GET_LAPIC, { regs });
+    return regs;
+  }
+
+  /** KVM_SET_LAPIC. */
+  setLapic(regs: Uint8Array): void {
+    ioctl(this.fd, KVM_SET_LAPIC, { regs });
+  }
+
+  /** KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE (0) or KVM_MP_STATE_HALTED (3). */
+  getMpState(): number {
+    const m = { mpState: 0 };
+    ioctl(this.fd, KVM_GET_MP_STATE, m);
+    return m.mpState;
+  }
+
+  /** KVM_SET_MP_STATE. */
+  setMpState(mpState: number): void {
+    ioctl(this.fd, KVM_SET_MP_STATE, { mpState });
   }
 
   close(): void {

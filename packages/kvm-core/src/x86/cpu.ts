@@ -18,6 +18,8 @@ import { BlockCache } from './jit/cache.js';
 import type { CodeReader } from './jit/compiler.js';
 import { AR_DB, AR_P, AR_S, AR_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
 import { EmulationGap } from './constants.js';
+import type { Lapic } from '../irqchip/lapic.js';
+import type { TimerQueue } from '../time/timers.js';
 import { X87State } from './fpu/x87.js';
 
 export { ES, CS, SS, DS, FS, GS, LDTR, TR, EmulationGap };
@@ -26,6 +28,14 @@ export { ES, CS, SS, DS, FS, GS, LDTR, TR, EmulationGap };
 export const DEFAULT_TIME_SLICE = 200_000;
 
 const TLB_PAGES = 1 << 20;
+/** Accesses run() completes itself (in-kernel devices, ioeventfds); false sends them to the VMM. */
+export interface KernelAccessHandler {
+  read(addr: number, data: Uint8Array): boolean;
+  write(addr: number, data: Uint8Array): boolean;
+}
+
+/** IA32_APIC_BASE bit 11: the local APIC is enabled. */
+const APIC_BASE_ENABLE = 1 << 11;
 /** TLB entry bit: user mode may use this translation. */
 const TLB_USER = 1 << 30;
 /** TLB entry bits holding the slot id + 1. */
@@ -107,6 +117,17 @@ export class X86Cpu {
   nmiBlocked = false;
   /** Something may need attention between instructions (recomputed at run() entry and on changes). */
   eventPending = false;
+
+  // --- In-kernel devices (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_IOEVENTFD) ------------------
+  /** The local APIC, when the VM has an in-kernel irqchip: interrupts come from it, not KVM_INTERRUPT. */
+  lapic: Lapic | null = null;
+  /** Ports and MMIO ranges handled inside run(), without an exit to the VMM. */
+  kernelIo: KernelAccessHandler | null = null;
+  kernelMmio: KernelAccessHandler | null = null;
+  /** The VM's timers, fired inside run() when in-kernel devices depend on them. */
+  kernelTimers: TimerQueue | null = null;
+  /** Scratch buffers for in-kernel accesses, one per size, so none is allocated per access. */
+  private readonly kernelData = [new Uint8Array(0), new Uint8Array(1), new Uint8Array(2), new Uint8Array(0), new Uint8Array(4), new Uint8Array(0), new Uint8Array(0), new Uint8Array(0), new Uint8Array(8)];
 
   // --- CPUID, MSRs, TSC ----------------------------------------------------------------------
   /** The x87 FPU's state (fpu/x87.ts). */
@@ -223,7 +244,7 @@ export class X86Cpu {
     this.tscOffset = 0;
     this.budget = this.timeSlice; // nothing of a slice used: retired() counts from zero
     this.x87.reset();
-    if (!this.cpuidSetByVmm) this.cpuidTable = supportedCpuid({ fpu: X86Cpu.FPU_AVAILABLE, apic: false });
+    if (!this.cpuidSetByVmm) this.cpuidTable = supportedCpuid({ fpu: X86Cpu.FPU_AVAILABLE, apic: this.lapic !== null });
     this.replayCount = 0;
     this.pendingKind = ACCESS_NONE;
     this.updateMode();
@@ -870,7 +891,35 @@ export class X86Cpu {
     this.replayCursor = 0;
   }
 
+  /** The local APIC's page, if `phys` is in it and the APIC is enabled. */
+  private apicPage(phys: number): boolean {
+    return this.lapic !== null && (this.apicBase & APIC_BASE_ENABLE) !== 0 && Math.floor(phys / 4096) === this.apicBase >>> 12;
+  }
+
+  private kernelMmioRead(phys: number, len: number): number {
+    const d = this.kernelData[len]!;
+    if (this.apicPage(phys)) this.lapic!.read(phys & 0xfff, d);
+    else if (this.kernelMmio === null || !this.kernelMmio.read(phys, d)) return -1;
+    let v = 0;
+    for (let k = len - 1; k >= 0; k--) v = (v << 8) | d[k]!;
+    return len === 4 ? v >>> 0 : v;
+  }
+
+  private kernelMmioWrite(phys: number, len: number, v: number): boolean {
+    const d = this.kernelData[len]!;
+    for (let k = 0; k < len; k++) d[k] = (v >>> (k * 8)) & 0xff;
+    if (this.apicPage(phys)) {
+      this.lapic!.write(phys & 0xfff, d);
+      return true;
+    }
+    return this.kernelMmio !== null && this.kernelMmio.write(phys, d);
+  }
+
   mmioRead(phys: number, len: number): number {
+    if (len <= 4 && (this.lapic !== null || this.kernelMmio !== null)) {
+      const k = this.kernelMmioRead(phys, len);
+      if (k >= 0) return k;
+    }
     const i = this.replayNext(ACCESS_MMIO_READ, phys);
     if (i >= 0) return this.replayValue(i, len);
     const m = this.run.mmio;
@@ -881,6 +930,7 @@ export class X86Cpu {
   }
 
   mmioWrite(phys: number, len: number, v: number): void {
+    if (len <= 4 && (this.lapic !== null || this.kernelMmio !== null) && this.kernelMmioWrite(phys, len, v)) return;
     if (this.replayNext(ACCESS_MMIO_WRITE, phys) >= 0) return;
     const m = this.run.mmio;
     m.physAddr = phys; m.len = len; m.isWrite = true; m.data.fill(0);
@@ -891,6 +941,15 @@ export class X86Cpu {
   }
 
   ioIn(port: number, size: number): number {
+    const kio = this.kernelIo;
+    if (kio !== null) {
+      const d = this.kernelData[size]!;
+      if (kio.read(port, d)) {
+        let v = 0;
+        for (let k = size - 1; k >= 0; k--) v = (v << 8) | d[k]!;
+        return size === 4 ? v >>> 0 : v;
+      }
+    }
     const i = this.replayNext(ACCESS_IO_IN, port);
     if (i >= 0) return this.replayValue(i, size);
     const io = this.run.io;
@@ -902,6 +961,12 @@ export class X86Cpu {
   }
 
   ioOut(port: number, size: number, v: number): void {
+    const kio = this.kernelIo;
+    if (kio !== null) {
+      const d = this.kernelData[size]!;
+      for (let k = 0; k < size; k++) d[k] = (v >>> (k * 8)) & 0xff;
+      if (kio.write(port, d)) return;
+    }
     if (this.replayNext(ACCESS_IO_OUT, port) >= 0) return;
     const io = this.run.io;
     io.direction = KVM_EXIT_IO_OUT; io.size = size; io.port = port; io.count = 1;
@@ -1025,12 +1090,31 @@ export class X86Cpu {
       this.startEip = this.eip;
       this.startEsp = this.r32[4]!;
       this.interrupt(v, this.eip);
+    } else if (this.lapic !== null && (this.flags & IF) !== 0 && !this.interruptShadow && this.lapic.hasInterrupt()) {
+      this.startEip = this.eip;
+      this.startEsp = this.r32[4]!;
+      this.interrupt(this.lapic.acknowledge(), this.eip);
     } else if (run.requestInterruptWindow && this.pendingIrq < 0 && (this.flags & IF) !== 0 && !this.interruptShadow) {
       this.exitWith(KVM_EXIT_IRQ_WINDOW_OPEN);
       return true;
     }
-    this.eventPending = this.pendingNmi || this.pendingIrq >= 0 || run.requestInterruptWindow;
+    this.eventPending = this.pendingNmi || this.pendingIrq >= 0 || run.requestInterruptWindow || (this.lapic !== null && this.lapic.hasInterrupt());
     return false;
+  }
+
+  /** The in-kernel irqchip has news for this vCPU: look at it before the next instruction. */
+  kick(): void {
+    this.eventPending = true;
+  }
+
+  /**
+   * Whether a halted vCPU wakes up: an NMI, or (with IF=1) an interrupt from the local APIC.
+   * As in KVM, a pending interrupt wakes HLT only when it could be taken.
+   */
+  private wakesFromHalt(): boolean {
+    if (this.pendingNmi && !this.nmiBlocked) return true;
+    if ((this.flags & IF) === 0) return false;
+    return this.pendingIrq >= 0 || (this.lapic !== null && this.lapic.hasInterrupt());
   }
 
   // --- The run loop ---------------------------------------------------------------------------
@@ -1054,7 +1138,13 @@ export class X86Cpu {
     }
     // As KVM_RUN does, a pending port/MMIO completion is finished even with immediate_exit.
     if (run.immediateExit && this.replayCount === 0) return this.exitWith(KVM_EXIT_INTR);
-    this.eventPending = this.pendingNmi || this.pendingIrq >= 0 || run.requestInterruptWindow;
+    if (this.kernelTimers !== null) this.kernelTimers.runDue();
+    if (this.halted) {
+      // Halted in the kernel (in-kernel irqchip): stay halted until something wakes the vCPU.
+      if (!this.wakesFromHalt()) return this.exitWith(KVM_EXIT_HLT);
+      this.halted = false;
+    }
+    this.eventPending = this.pendingNmi || this.pendingIrq >= 0 || run.requestInterruptWindow || this.lapic !== null;
     const jit = this.jit;
     for (;;) {
       try {
@@ -1152,9 +1242,26 @@ export class X86Cpu {
     return this.exitWith(KVM_EXIT_INTERNAL_ERROR);
   }
 
-  /** Called by HLT. */
-  hlt(): never {
+  /**
+   * Called by HLT. Without an in-kernel irqchip the VMM decides when to run the vCPU again (it
+   * injects the interrupt that ends the halt). With one, the vCPU stays halted inside run()
+   * until its local APIC has an interrupt for it; run() reports KVM_EXIT_HLT so the VMM can
+   * sleep until the next timer deadline instead of spinning.
+   */
+  hlt(): void {
+    if (this.lapic === null) this.exitAfterInstruction(KVM_EXIT_HLT);
+    if (this.wakesFromHalt()) return;
+    this.halted = true;
     this.exitAfterInstruction(KVM_EXIT_HLT);
+  }
+
+  /** IA32_APIC_BASE: base address bits, BSP and enable; the local APIC follows the enable bit. */
+  setApicBase(v: number): void {
+    this.apicBase = (v & 0xfffff900) >>> 0;
+    if (this.lapic !== null) {
+      this.lapic.hwEnabled = (v & APIC_BASE_ENABLE) !== 0;
+      this.eventPending = true;
+    }
   }
 
   // --- KVM state access -----------------------------------------------------------------------
@@ -1263,7 +1370,7 @@ export class X86Cpu {
     this.gdtBase = v.gdt.base | 0; this.gdtLimit = v.gdt.limit & 0xffff;
     this.idtBase = v.idt.base | 0; this.idtLimit = v.idt.limit & 0xffff;
     this.cr0 = v.cr0 | 0; this.cr2 = v.cr2 | 0; this.cr3 = v.cr3 | 0; this.cr4 = v.cr4 | 0;
-    this.efer = v.efer; this.apicBase = v.apicBase;
+    this.efer = v.efer; this.setApicBase(v.apicBase);
     this.updateMode();
     this.flushTlb();
   }

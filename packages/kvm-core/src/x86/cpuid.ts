@@ -107,7 +107,7 @@ export function readMsr(c: X86Cpu, index: number, out: Int32Array): boolean {
 export function writeMsr(c: X86Cpu, index: number, lo: number, hi: number): boolean {
   switch (index) {
     case Msr.TSC: c.writeTsc((hi >>> 0) * 0x1_0000_0000 + (lo >>> 0)); return true;
-    case Msr.APIC_BASE: c.apicBase = lo; return true;
+    case Msr.APIC_BASE: c.setApicBase(lo); return true;
     case Msr.BIOS_SIGN_ID: return true;
     case Msr.SYSENTER_CS: c.sysenterCs = lo & 0xffff; return true;
     case Msr.SYSENTER_ESP: c.sysenterEsp = lo; return true;

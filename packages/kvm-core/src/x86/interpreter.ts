@@ -756,6 +756,7 @@ function execute(c: X86Cpu, op: number): void {
     case 0xf4: // HLT
       if (c.protectedMode && c.cpl !== 0) c.fault(Vector.GP, 0);
       c.hlt();
+      return;
     case 0xf5: c.setFlag(CF, c.getCF() === 0); return; // CMC
     case 0xf6: decodeModrm(c); group3(c, 8); return;
     case 0xf7: decodeModrm(c); group3(c, bitsV(c)); return;

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { InstructionClock, TimerQueue } from '@kvmts/kvm-core';
+import { InstructionClock, TimerQueue } from '../index.js';
 import { IoBus } from '../bus.js';
 import { PIT_BASE, PIT_PORT_LEN, Pit, pitTicksAt } from './pit.js';
 import { PORT61_PORT, Port61, type Port61State } from './port61.js';

@@ -12,7 +12,8 @@
  * @module
  */
 
-import type { GuestClock, Timer, TimerQueue } from '@kvmts/kvm-core';
+import type { GuestClock } from '../time/clock.js';
+import type { Timer, TimerQueue } from '../time/timers.js';
 import type { BusDevice } from '../bus.js';
 
 /** First of the PIT's four ports (counters 0–2, then the control word register). */

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { InstructionClock, TimerQueue } from '@kvmts/kvm-core';
+import { InstructionClock, TimerQueue } from '../index.js';
 import { IoBus } from '../bus.js';
 import { PIT_BASE, PIT_FREQ_HZ, PIT_PORT_LEN, Pit, pitTickNs, pitTicksAt, type PitState } from './pit.js';
 

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { GuestClock } from '@kvmts/kvm-core';
+import type { GuestClock } from '../time/clock.js';
 import type { BusDevice } from '../bus.js';
 import type { Pit } from './pit.js';
 
