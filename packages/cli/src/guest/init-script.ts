@@ -17,7 +17,9 @@
  * - `GUEST-HVC hvc0 present`, `GUEST-VPORT /dev/vportNpM`, `GUEST-BALLOON driver-registered`
  *   when those exist
  * - `GUEST-DONE uptime=<s>`
- * then `poweroff -f`.
+ * - with `guest.shell=1`: `GUEST-SHELL ready`, then a shell on the console (for people and for
+ *   tests that type commands); the steps below follow when it exits
+ * then `poweroff -f`, or `reboot -f` with `guest.reboot=1`.
  * @module
  */
 
@@ -29,7 +31,8 @@ export const LOAD_ORDER_FILE = `${MODULE_DIR}/load-order`;
 export const INIT_SCRIPT = `#!/bin/sh
 # /init of the kvmts Debian i386 guest, written by 'kvmts guest fetch'.
 # Reports on the console (boot with console=ttyS0) and powers off.
-# Kernel command line flags: guest.debug=1 (modules, PCI), guest.dhcp=1 (udhcpc per NIC).
+# Kernel command line flags: guest.debug=1 (modules, PCI), guest.dhcp=1 (udhcpc per NIC),
+# guest.shell=1 (a shell on the console before the end), guest.reboot=1 (reboot, not power off).
 PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export PATH
 
@@ -135,7 +138,12 @@ done
 [ -e /sys/bus/virtio/drivers/virtio_balloon ] && echo "GUEST-BALLOON driver-registered"
 
 echo "GUEST-DONE uptime=$(uptime_s)"
+if flag guest.shell; then
+  echo "GUEST-SHELL ready"
+  sh
+fi
 sync
+if flag guest.reboot; then reboot -f; fi
 poweroff -f
 # No way to power off: stay here rather than let init exit (a kernel panic).
 while :; do sleep 3600; done

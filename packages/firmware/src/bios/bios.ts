@@ -67,10 +67,6 @@ export interface BiosOptions {
 
 const COM1_LSR = COM1_PORT + 5;
 const LSR_DATA_READY = 0x01;
-const PIC_MASTER = 0x20;
-const PIC_SLAVE = 0xa0;
-const PIT_CHANNEL0 = 0x40;
-const PIT_MODE = 0x43;
 
 /** What INT 1Ah/B1h and INT 15h report when the guest's pointers are bad. */
 const FAULT_STATUS: Partial<Record<number, number>> = { 0x15: UNSUPPORTED, 0x1a: PciStatus.BadRegisterNumber };
@@ -197,36 +193,12 @@ export class Bios {
     this.video.reset();
     this.keyboard.reset();
     this.time.reset();
-    this.programPic();
-    this.programPit();
 
     const acpi = this.o.acpi;
     if (acpi) {
       for (const w of acpi.writes) ram.write(w.addr, w.bytes);
       if (acpi.rsdpAddress < BIOS_RSDP_ADDRESS || acpi.rsdpAddress >= BIOS_ROM_BASE + BIOS_ROM_SIZE) ram.write(BIOS_RSDP_ADDRESS, acpi.rsdp);
     }
-  }
-
-  /** The 8259 pair: IRQ 0–7 at vectors 08h–0Fh, 8–15 at 70h–77h; the timer, keyboard and cascade unmasked. */
-  private programPic(): void {
-    const p = this.ports;
-    p.outb(PIC_MASTER, 0x11);
-    p.outb(PIC_MASTER + 1, 0x08);
-    p.outb(PIC_MASTER + 1, 0x04);
-    p.outb(PIC_MASTER + 1, 0x01);
-    p.outb(PIC_SLAVE, 0x11);
-    p.outb(PIC_SLAVE + 1, 0x70);
-    p.outb(PIC_SLAVE + 1, 0x02);
-    p.outb(PIC_SLAVE + 1, 0x01);
-    p.outb(PIC_MASTER + 1, 0xf8);
-    p.outb(PIC_SLAVE + 1, 0xff);
-  }
-
-  /** PIT channel 0: rate generator with the full 65536 divisor, 18.2 Hz, as the BIOS tick. */
-  private programPit(): void {
-    this.ports.outb(PIT_MODE, 0x34);
-    this.ports.outb(PIT_CHANNEL0, 0);
-    this.ports.outb(PIT_CHANNEL0, 0);
   }
 
   /** The stub a call comes from, by the address of its `out`. */

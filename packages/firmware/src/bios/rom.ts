@@ -79,8 +79,18 @@ export function buildBiosRom(): BiosRom {
   call('noBoot', { vector: 0x18, kind: 'no-boot' });
   a.label('halt').cli().hlt().jmp('halt', 'short');
 
-  // Power-on entry: POST itself has run in the VMM; set up a stack and boot.
-  a.label('post').cli().cld().xor(ax, ax).mov(ss, ax).mov(sp, BOOT_STACK_TOP).mov(ds, ax).mov(es, ax).sti().int(0x19);
+  // Power-on entry: the memory-side POST has run in the VMM. The interrupt controller and the
+  // timer are programmed here, by guest port writes, so they reach whichever 8259A and 8254 the
+  // machine has (its own or an in-kernel irqchip). Then set up a stack and boot.
+  a.label('post').cli().cld().xor(ax, ax).mov(ss, ax).mov(sp, BOOT_STACK_TOP).mov(ds, ax).mov(es, ax);
+  // 8259A pair: ICW1 edge/cascade/ICW4, ICW2 vectors 08h and 70h, ICW3 cascade on IR2, ICW4
+  // 8086 mode; then mask everything but the timer, keyboard and cascade.
+  for (const [port, value] of [[0x20, 0x11], [0x21, 0x08], [0x21, 0x04], [0x21, 0x01], [0xa0, 0x11], [0xa1, 0x70], [0xa1, 0x02], [0xa1, 0x01], [0x21, 0xf8], [0xa1, 0xff]] as const) {
+    a.mov(al, value).out(port, al);
+  }
+  // 8254 channel 0: rate generator with the full 65536 divisor, 18.2 Hz, the BIOS tick.
+  a.mov(al, 0x34).out(0x43, al).xor(al, al).out(0x40, al).out(0x40, al);
+  a.sti().int(0x19);
   a.jmp('halt');
 
   // The fixed PC/AT entry points, in address order.

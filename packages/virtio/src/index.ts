@@ -1,0 +1,169 @@
+/**
+ * VirtIO 1.2 for kvmts: split virtqueues, the virtio-mmio and modern virtio-pci transports,
+ * and device models written once against {@link VirtioDevice}: block, entropy, console and
+ * network.
+ * @module
+ */
+
+export {
+  TRANSPORT_FEATURES,
+  VIRTIO_F_ACCESS_PLATFORM,
+  VIRTIO_F_RING_EVENT_IDX,
+  VIRTIO_F_RING_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_ID_BLOCK,
+  VIRTIO_ID_CONSOLE,
+  VIRTIO_ID_NET,
+  VIRTIO_ID_RNG,
+  VIRTIO_INT_CONFIG_CHANGE,
+  VIRTIO_INT_USED_BUFFER,
+  VIRTIO_STATUS_ACKNOWLEDGE,
+  VIRTIO_STATUS_DEVICE_NEEDS_RESET,
+  VIRTIO_STATUS_DRIVER,
+  VIRTIO_STATUS_DRIVER_OK,
+  VIRTIO_STATUS_FAILED,
+  VIRTIO_STATUS_FEATURES_OK,
+  VIRTIO_VENDOR_ID,
+  featureBit,
+} from './constants.js';
+export type { VirtioActivation, VirtioDevice, VirtioInterrupt } from './device.js';
+export { DescriptorChain } from './queue/chain.js';
+export {
+  VIRTQUEUE_MAX_CHAIN,
+  VIRTQUEUE_MAX_SIZE,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_DESC_SIZE,
+  VIRTQ_USED_F_NO_NOTIFY,
+  Virtqueue,
+  VirtqueueError,
+  isGuestRange,
+  splitQueueSizes,
+} from './queue/virtqueue.js';
+export type { VirtqueueErrorKind, VirtqueueState } from './queue/virtqueue.js';
+export { VirtioTransportCore } from './transport/core.js';
+export type { VirtioTransportState } from './transport/core.js';
+export {
+  VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_CONFIG_GENERATION,
+  VIRTIO_MMIO_DEVICE_FEATURES,
+  VIRTIO_MMIO_DEVICE_FEATURES_SEL,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_DRIVER_FEATURES,
+  VIRTIO_MMIO_DRIVER_FEATURES_SEL,
+  VIRTIO_MMIO_INTERRUPT_ACK,
+  VIRTIO_MMIO_INTERRUPT_STATUS,
+  VIRTIO_MMIO_MAGIC,
+  VIRTIO_MMIO_MAGIC_VALUE,
+  VIRTIO_MMIO_QUEUE_DESC_HIGH,
+  VIRTIO_MMIO_QUEUE_DESC_LOW,
+  VIRTIO_MMIO_QUEUE_DEVICE_HIGH,
+  VIRTIO_MMIO_QUEUE_DEVICE_LOW,
+  VIRTIO_MMIO_QUEUE_DRIVER_HIGH,
+  VIRTIO_MMIO_QUEUE_DRIVER_LOW,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
+  VIRTIO_MMIO_QUEUE_NUM,
+  VIRTIO_MMIO_QUEUE_NUM_MAX,
+  VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_QUEUE_RESET,
+  VIRTIO_MMIO_QUEUE_SEL,
+  VIRTIO_MMIO_SHM_BASE_HIGH,
+  VIRTIO_MMIO_SHM_LEN_LOW,
+  VIRTIO_MMIO_SHM_SEL,
+  VIRTIO_MMIO_SIZE,
+  VIRTIO_MMIO_STATUS,
+  VIRTIO_MMIO_VENDOR_ID,
+  VIRTIO_MMIO_VERSION,
+  VIRTIO_MMIO_VERSION_REG,
+  VirtioMmioTransport,
+} from './transport/mmio.js';
+export type { VirtioMmioOptions, VirtioMmioState } from './transport/mmio.js';
+export {
+  PCI_CAP_ID_VNDR,
+  VIRTIO_MSI_NO_VECTOR,
+  VIRTIO_PCI_BAR_SIZE,
+  VIRTIO_PCI_CAP_COMMON_CFG,
+  VIRTIO_PCI_CAP_DEVICE_CFG,
+  VIRTIO_PCI_CAP_ISR_CFG,
+  VIRTIO_PCI_CAP_NOTIFY_CFG,
+  VIRTIO_PCI_COMMON_CFGGENERATION,
+  VIRTIO_PCI_COMMON_DF,
+  VIRTIO_PCI_COMMON_DFSELECT,
+  VIRTIO_PCI_COMMON_GF,
+  VIRTIO_PCI_COMMON_GFSELECT,
+  VIRTIO_PCI_COMMON_MSIX,
+  VIRTIO_PCI_COMMON_NUMQ,
+  VIRTIO_PCI_COMMON_OFFSET,
+  VIRTIO_PCI_COMMON_Q_AVAILHI,
+  VIRTIO_PCI_COMMON_Q_AVAILLO,
+  VIRTIO_PCI_COMMON_Q_DESCHI,
+  VIRTIO_PCI_COMMON_Q_DESCLO,
+  VIRTIO_PCI_COMMON_Q_ENABLE,
+  VIRTIO_PCI_COMMON_Q_MSIX,
+  VIRTIO_PCI_COMMON_Q_NOFF,
+  VIRTIO_PCI_COMMON_Q_SELECT,
+  VIRTIO_PCI_COMMON_Q_SIZE,
+  VIRTIO_PCI_COMMON_Q_USEDHI,
+  VIRTIO_PCI_COMMON_Q_USEDLO,
+  VIRTIO_PCI_COMMON_STATUS,
+  VIRTIO_PCI_DEVICE_ID_BASE,
+  VIRTIO_PCI_DEVICE_OFFSET,
+  VIRTIO_PCI_ISR_OFFSET,
+  VIRTIO_PCI_NOTIFY_OFFSET,
+  VIRTIO_PCI_NOTIFY_OFF_MULTIPLIER,
+  VIRTIO_PCI_REVISION,
+  VirtioPciTransport,
+} from './transport/pci.js';
+export type { VirtioPciOptions, VirtioPciState } from './transport/pci.js';
+export {
+  VIRTIO_BLK_CONFIG_SIZE,
+  VIRTIO_BLK_F_BLK_SIZE,
+  VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_SEG_MAX,
+  VIRTIO_BLK_F_SIZE_MAX,
+  VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_SECTOR_SIZE,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+  VirtioBlock,
+  VirtioBlockError,
+} from './block/block.js';
+export type { VirtioBlockErrorKind, VirtioBlockOptions, VirtioBlockState } from './block/block.js';
+export { VIRTIO_RNG_MAX_REQUEST, VirtioRng } from './rng/rng.js';
+export type { VirtioRngOptions, VirtioRngState } from './rng/rng.js';
+export {
+  VIRTIO_CONSOLE_CONFIG_SIZE,
+  VIRTIO_CONSOLE_F_EMERG_WRITE,
+  VIRTIO_CONSOLE_F_MULTIPORT,
+  VIRTIO_CONSOLE_F_SIZE,
+  VIRTIO_CONSOLE_INPUT_LIMIT,
+  VirtioConsole,
+} from './console/console.js';
+export type { VirtioConsoleOptions, VirtioConsoleState } from './console/console.js';
+export { NetSwitch, NullNetBackend } from './net/backend.js';
+export type { NetBackend } from './net/backend.js';
+export {
+  VIRTIO_NET_CONFIG_SIZE,
+  VIRTIO_NET_F_MAC,
+  VIRTIO_NET_F_STATUS,
+  VIRTIO_NET_HDR_SIZE,
+  VIRTIO_NET_MAX_FRAME,
+  VIRTIO_NET_RX_BACKLOG,
+  VIRTIO_NET_S_LINK_UP,
+  VirtioNet,
+} from './net/net.js';
+export type { VirtioNetOptions, VirtioNetState } from './net/net.js';
