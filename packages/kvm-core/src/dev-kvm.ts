@@ -543,6 +543,16 @@ export function vmClock(fd: number): { clock: GuestClock; timers: TimerQueue; se
   };
 }
 
+/**
+ * A vCPU's statistics, the counterpart of what KVM publishes per vCPU (KVM_GET_STATS_FD):
+ * instructions retired and exits to the VMM.
+ */
+export function vcpuStats(fd: number): { instructions: number; exits: number } {
+  const obj = lookup(fd);
+  if (obj.kind !== 'vcpu') throw new KvmError('EINVAL', `fd ${fd} is not a vCPU descriptor`);
+  return { instructions: obj.vcpu.cpu.retired(), exits: obj.vcpu.cpu.exitCount };
+}
+
 export function vmMemory(fd: number): GuestMemory {
   const obj = lookup(fd);
   if (obj.kind !== 'vm') throw new KvmError('EINVAL', `fd ${fd} is not a VM descriptor`);

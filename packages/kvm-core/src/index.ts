@@ -9,7 +9,7 @@
 export { Kvm } from './ioctls/system.js';
 export { VmFd } from './ioctls/vm.js';
 export { VcpuFd } from './ioctls/vcpu.js';
-export { open, close, ioctl, mmapRun, vmMemory, vmClock } from './dev-kvm.js';
+export { open, close, ioctl, mmapRun, vmMemory, vmClock, vcpuStats } from './dev-kvm.js';
 export { KvmError } from './error.js';
 export type { Errno } from './error.js';
 export { KvmRun, KvmRunIo, KvmRunMmio, KvmRunInternal } from './kvm-run.js';

@@ -1,4 +1,4 @@
-import { close, ioctl, mmapRun } from '../dev-kvm.js';
+import { close, ioctl, mmapRun, vcpuStats } from '../dev-kvm.js';
 import {
   KVM_GET_CPUID2, KVM_GET_FPU, KVM_GET_MSRS, KVM_SET_FPU, KVM_GET_REGS, KVM_GET_SREGS, KVM_GET_VCPU_EVENTS, KVM_INTERRUPT, KVM_NMI, KVM_RUN,
   KVM_SET_CPUID2, KVM_SET_MSRS, KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VCPU_EVENTS, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_GET_MP_STATE,
@@ -130,6 +130,11 @@ export class VcpuFd {
   /** KVM_SET_MP_STATE. */
   setMpState(mpState: number): void {
     ioctl(this.fd, KVM_SET_MP_STATE, { mpState });
+  }
+
+  /** Statistics: instructions retired and run() exits so far (KVM publishes these through KVM_GET_STATS_FD). */
+  stats(): { instructions: number; exits: number } {
+    return vcpuStats(this.fd);
   }
 
   close(): void {

@@ -117,6 +117,8 @@ export class X86Cpu {
   nmiBlocked = false;
   /** Something may need attention between instructions (recomputed at run() entry and on changes). */
   eventPending = false;
+  /** run() returns so far (statistics). */
+  exitCount = 0;
 
   // --- In-kernel devices (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2, KVM_IOEVENTFD) ------------------
   /** The local APIC, when the VM has an in-kernel irqchip: interrupts come from it, not KVM_INTERRUPT. */
@@ -1206,6 +1208,7 @@ export class X86Cpu {
 
   private exitWith(reason: number): number {
     const run = this.run;
+    this.exitCount++;
     if (reason !== KVM_EXIT_INTR) {
       this.instructions += this.timeSlice - this.budget;
       this.budget = this.timeSlice;
