@@ -14,7 +14,10 @@ import { REAL_MODE_LOAD_LIMIT, checkPlacement, describeFsError, readImageFile, r
 import { Vmm, outcomeExitStatus, outcomeMessage } from './vmm.js';
 import { DEFAULT_LINUX_MEM, processInput, runLinux, type GuestInput } from './machine/linux.js';
 import { isMultibootKernelFile, runMultiboot } from './machine/multiboot.js';
-import { DEFAULT_BIOS_MEM, parseDiskSpec, runBios } from './machine/bios.js';
+import { DEFAULT_BIOS_MEM, parseDiskSpec, runBios, type DiskSpec } from './machine/bios.js';
+import { runFirmware } from './machine/firmware.js';
+import { NET_SPEC_HELP, VIRTIO_DEVICE_NAMES, openVirtioDevices, parseDeviceName, parseNetSpec, parseVirtioTransport, type VirtioConfig } from './machine/virtio-config.js';
+import type { PcVirtioOptions } from './machine/virtio.js';
 
 /** Where the command writes. Guest serial output goes to `stdout`. */
 export interface CliIo {
@@ -62,6 +65,12 @@ const EXIT_STATUS_HELP = `
 Linux (--kernel): COM1 is the console on stdout, and stdin is its input (on a terminal in
 raw mode: type Ctrl-A X to quit, Ctrl-A H for help). A guest reset reboots the kernel
 unless --no-reboot is given.
+
+Virtio (with --kernel, or beside BIOS disks): --disk FILE[,ro] is a virtio-blk disk with
+--kernel (if=virtio is the default there); --net adds a virtio-net NIC, --device adds
+virtio-rng or virtio-console (hvc0, its output goes to stdout). They sit on PCI slots 2, 3,
+... in the order disks, NICs, --devices, or with --virtio-transport mmio in virtio-mmio
+windows at 0xd0000000 + n*0x200 (announced to Linux by an ACPI SSDT).
 
 Multiboot (--kernel with a Multiboot header instead of a bzImage): the same machine and
 console; each --initrd is a module (its string is the file name), and the command line
@@ -115,13 +124,21 @@ interface RunCliOptions {
   acpi: boolean;
   clock: string;
   stats?: boolean;
+  serial2?: string;
   raw?: string;
   demo?: boolean;
   loadAddr: string;
   mem?: string;
   /** Every --disk, in order. */
   disk: string[];
+  /** A third-party firmware image to boot instead of kvmts's BIOS. */
+  bios?: string;
   boot?: string;
+  virtioTransport: string;
+  /** Every --device, in order. */
+  device: string[];
+  /** Every --net, in order. */
+  net: string[];
 }
 
 function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
@@ -147,39 +164,85 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
     .option('--debug-exit', 'with --kernel: map the debug-exit port 0xf4 (a write of v exits with status v)')
     .option('--no-acpi', 'with --kernel: give the guest no ACPI tables (power-off then halts the CPU)')
     .option('--clock <mode>', "with --kernel: guest time from the 'host' clock or retired 'instructions' (deterministic)", 'host')
+    .option('--serial2 <file>', 'map COM2 (0x2f8, IRQ 3) and write what the guest sends there to FILE')
     .option('--stats', 'with --kernel: print the time to GUEST-BOOT-OK and the run time on stderr')
     .option('--raw <file>', 'flat binary image to load')
     .option('--demo', 'run the built-in demo guest instead of a file')
     .option('--load-addr <addr>', 'guest-physical load address, hex or decimal; the vCPU starts there', DEFAULT_LOAD_ADDR)
-    .option('--disk <file>', 'without --kernel: boot this disk image through the BIOS (FILE[,ro][,if=ide]; repeat for more disks)', (file: string, all: string[]) => [...all, file], [] as string[])
+    .option(
+      '--disk <file>',
+      'disk image FILE[,ro][,if=ide|virtio]: with --kernel a virtio-blk disk; without, a disk the BIOS boots (if=ide, the default there); repeat for more',
+      (file: string, all: string[]) => [...all, file],
+      [] as string[],
+    )
+    .option('--virtio-transport <kind>', "how virtio devices attach: 'pci' (modern virtio-pci) or 'mmio' (virtio-mmio)", 'pci')
+    .option('--device <name>', `add a virtio device: ${VIRTIO_DEVICE_NAMES.join(' or ')} (repeat for more)`, (name: string, all: string[]) => [...all, name], [] as string[])
+    .option('--net <backend>', `add a virtio-net NIC: ${NET_SPEC_HELP} (none: not connected to anything; repeat for more)`, (spec: string, all: string[]) => [...all, spec], [] as string[])
     .option('--boot <n>', 'with --disk: boot the n-th disk (0 = the first --disk); the others follow in order')
+    .option('--bios <file>', "boot this PC firmware image (e.g. SeaBIOS's bios.bin) instead of kvmts's BIOS; its disks are virtio (--disk FILE,if=virtio)")
     .option('--mem <size>', `guest RAM size (K, M or G suffix; default ${DEFAULT_MEM}, ${formatSize(DEFAULT_LINUX_MEM)} with --kernel)`)
     .addHelpText('after', EXIT_STATUS_HELP)
     .action(async (opts: RunCliOptions) => {
       const biosBoot = opts.kernel === undefined && opts.disk.length > 0;
-      const mem = opts.mem ?? (opts.kernel !== undefined ? formatSize(DEFAULT_LINUX_MEM) : biosBoot ? formatSize(DEFAULT_BIOS_MEM) : DEFAULT_MEM);
+      const mem = opts.mem ?? (opts.kernel !== undefined ? formatSize(DEFAULT_LINUX_MEM) : biosBoot || opts.bios !== undefined ? formatSize(DEFAULT_BIOS_MEM) : DEFAULT_MEM);
       const memSize = parseSize(mem, '--mem');
       checkMemSize(memSize, mem);
+      const transport = parseVirtioTransport(opts.virtioTransport);
+      const extraDevices = opts.device.map(parseDeviceName);
+      const nets = opts.net.map(parseNetSpec);
+      const virtioConfig = (disks: readonly DiskSpec[]): VirtioConfig => ({ disks, nets, devices: extraDevices, consoleOutput: (data) => io.stdout(data) });
+      if (opts.bios !== undefined) {
+        if (opts.kernel !== undefined || opts.raw !== undefined || opts.demo) throw new CliError('--bios boots a firmware image: it cannot be combined with --kernel, --raw or --demo');
+        if (opts.boot !== undefined) throw new CliError('--boot is for kvmts\'s BIOS: with --bios the firmware chooses');
+        if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
+        const disks = opts.disk.map((d) => parseDiskSpec(d, 'virtio'));
+        const ide = disks.find((d) => d.interface === 'ide');
+        if (ide) throw new CliError(`--disk '${ide.path}',if=ide is for kvmts's BIOS: with --bios, disks are virtio-blk (if=virtio)`);
+        const bios = opts.bios;
+        await withVirtio(virtioConfig(disks), transport, async (virtio) => {
+          const machine = {
+            memSize,
+            noReboot: !opts.reboot,
+            debugExit: opts.debugExit === true,
+            noAcpi: opts.acpi === false,
+            clockMode: opts.clock as 'host' | 'instructions',
+            stats: opts.stats === true,
+            ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
+            ...(virtio ? { virtio } : {}),
+          };
+          setStatus(await runFirmware({ ...machine, bios }, io, io.input));
+        });
+        return;
+      }
       if (opts.kernel !== undefined) {
         if (opts.raw !== undefined || opts.demo) throw new CliError('use either --kernel FILE or --raw FILE/--demo, not both');
+        const disks = opts.disk.map((d) => parseDiskSpec(d, 'virtio'));
+        const ide = disks.find((d) => d.interface === 'ide');
+        if (ide) throw new CliError(`--disk '${ide.path}',if=ide needs BIOS boot (no --kernel): a kernel gets virtio disks (if=virtio)`);
         if (opts.clock !== 'host' && opts.clock !== 'instructions') {
           throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
         }
-        const machine = {
-          memSize,
-          noReboot: !opts.reboot,
-          debugExit: opts.debugExit === true,
-          noAcpi: opts.acpi === false,
-          clockMode: opts.clock,
-          stats: opts.stats === true,
-        } as const;
-        if (isMultibootKernelFile(opts.kernel)) {
-          setStatus(await runMultiboot({ ...machine, kernel: opts.kernel, modules: opts.initrd, append: opts.append }, io, io.input));
-          return;
-        }
-        if (opts.initrd.length > 1) throw new CliError('a Linux kernel takes one --initrd (several are for Multiboot kernels, as modules)');
-        const initrd = opts.initrd[0];
-        setStatus(await runLinux({ ...machine, kernel: opts.kernel, ...(initrd !== undefined ? { initrd } : {}), append: opts.append }, io, io.input));
+        const multiboot = isMultibootKernelFile(opts.kernel);
+        if (!multiboot && opts.initrd.length > 1) throw new CliError('a Linux kernel takes one --initrd (several are for Multiboot kernels, as modules)');
+        await withVirtio(virtioConfig(disks), transport, async (virtio) => {
+          const machine = {
+            memSize,
+            noReboot: !opts.reboot,
+            debugExit: opts.debugExit === true,
+            noAcpi: opts.acpi === false,
+            clockMode: opts.clock as 'host' | 'instructions',
+            stats: opts.stats === true,
+            ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
+            ...(virtio ? { virtio } : {}),
+          };
+          const kernel = opts.kernel!;
+          if (multiboot) {
+            setStatus(await runMultiboot({ ...machine, kernel, modules: opts.initrd, append: opts.append }, io, io.input));
+            return;
+          }
+          const initrd = opts.initrd[0];
+          setStatus(await runLinux({ ...machine, kernel, ...(initrd !== undefined ? { initrd } : {}), append: opts.append }, io, io.input));
+        });
         return;
       }
       if (opts.initrd.length > 0) throw new CliError('--initrd needs --kernel');
@@ -188,18 +251,26 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
         if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
         const boot = opts.boot === undefined ? 0 : Number(opts.boot);
         if (opts.boot !== undefined && !/^\d+$/.test(opts.boot)) throw new CliError(`invalid --boot '${opts.boot}': expected a disk number (0 = the first --disk)`);
-        const machine = {
-          memSize,
-          noReboot: !opts.reboot,
-          debugExit: opts.debugExit === true,
-          noAcpi: opts.acpi === false,
-          clockMode: opts.clock,
-          stats: opts.stats === true,
-        } as const;
-        setStatus(await runBios({ ...machine, disks: opts.disk.map(parseDiskSpec), boot }, io, io.input));
+        const disks = opts.disk.map((d) => parseDiskSpec(d, 'ide'));
+        const biosDisks = disks.filter((d) => d.interface === 'ide');
+        // Virtio disks are for the OS the BIOS boots; the BIOS itself cannot read them.
+        await withVirtio(virtioConfig(disks.filter((d) => d.interface === 'virtio')), transport, async (virtio) => {
+          const machine = {
+            memSize,
+            noReboot: !opts.reboot,
+            debugExit: opts.debugExit === true,
+            noAcpi: opts.acpi === false,
+            clockMode: opts.clock as 'host' | 'instructions',
+            stats: opts.stats === true,
+            ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
+            ...(virtio ? { virtio } : {}),
+          };
+          setStatus(await runBios({ ...machine, disks: biosDisks, boot }, io, io.input));
+        });
         return;
       }
       if (opts.boot !== undefined) throw new CliError('--boot needs --disk');
+      if (opts.device.length > 0 || opts.net.length > 0) throw new CliError('--device and --net need a PC guest: give --kernel FILE or --disk FILE');
       const loadAddr = parseAddress(opts.loadAddr, '--load-addr');
       if (opts.raw !== undefined && opts.demo) throw new CliError('use either --raw FILE or --demo, not both');
       if (opts.raw === undefined && !opts.demo) throw new CliError("nothing to run: give --kernel FILE, --disk FILE, --raw FILE or --demo (see 'kvmts run --help')");
@@ -221,6 +292,27 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
   addGuestCommands(program, io, setStatus);
 
   return program;
+}
+
+/**
+ * Opens the virtio devices of `config` (none: `run` gets undefined), runs `run` with them and
+ * closes them afterwards (waiting for disk I/O still in flight).
+ */
+async function withVirtio(
+  config: VirtioConfig,
+  transport: PcVirtioOptions['transport'],
+  run: (virtio: PcVirtioOptions | undefined) => Promise<void>,
+): Promise<void> {
+  if (config.disks.length + config.nets.length + config.devices.length === 0) {
+    await run(undefined);
+    return;
+  }
+  const opened = await openVirtioDevices(config);
+  try {
+    await run({ ...(transport ? { transport } : {}), devices: opened.devices });
+  } finally {
+    await opened.close();
+  }
 }
 
 /** `kvmts run`: returns the exit status. Throws {@link CliError} for unusable input. */

@@ -100,3 +100,6 @@ export { PORT92_PORT, Port92 } from './legacy/port92.js';
 export type { Port92Options, Port92State } from './legacy/port92.js';
 export { PORT80_PORT, Port80 } from './legacy/port80.js';
 export type { Port80Options, Port80State } from './legacy/port80.js';
+export { FW_CFG_FEATURE_TRADITIONAL, FW_CFG_MAX_FILE_PATH, FW_CFG_PORT, FW_CFG_PORT_LEN, FwCfg, FwCfgKey, fwCfgE820, fwCfgU32 } from './fw-cfg/fw-cfg.js';
+export type { FwCfgE820Entry, FwCfgOptions, FwCfgState } from './fw-cfg/fw-cfg.js';
+export { LoaderZone, TableLoader } from './fw-cfg/table-loader.js';

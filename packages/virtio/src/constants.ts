@@ -41,6 +41,7 @@ export const VIRTIO_ID_NET = 1;
 export const VIRTIO_ID_BLOCK = 2;
 export const VIRTIO_ID_CONSOLE = 3;
 export const VIRTIO_ID_RNG = 4;
+export const VIRTIO_ID_BALLOON = 5;
 
 /** Vendor ID the transports report (the virtio PCI vendor, also used for virtio-mmio). */
 export const VIRTIO_VENDOR_ID = 0x1af4;

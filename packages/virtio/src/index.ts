@@ -1,7 +1,7 @@
 /**
  * VirtIO 1.2 for kvmts: split virtqueues, the virtio-mmio and modern virtio-pci transports,
  * and device models written once against {@link VirtioDevice}: block, entropy, console and
- * network.
+ * network, and the memory balloon.
  * @module
  */
 
@@ -12,6 +12,7 @@ export {
   VIRTIO_F_RING_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
+  VIRTIO_ID_BALLOON,
   VIRTIO_ID_BLOCK,
   VIRTIO_ID_CONSOLE,
   VIRTIO_ID_NET,
@@ -157,6 +158,41 @@ export type { VirtioConsoleOptions, VirtioConsoleState } from './console/console
 export { NetSwitch, NullNetBackend } from './net/backend.js';
 export type { NetBackend } from './net/backend.js';
 export {
+  DHCP_ACK,
+  DHCP_CLIENT_PORT,
+  DHCP_DECLINE,
+  DHCP_DISCOVER,
+  DHCP_INFORM,
+  DHCP_NAK,
+  DHCP_OFFER,
+  DHCP_RELEASE,
+  DHCP_REQUEST,
+  DHCP_SERVER_PORT,
+  DhcpServer,
+} from './net/dhcp.js';
+export type { DhcpLease, DhcpServerOptions } from './net/dhcp.js';
+export {
+  FrameDecoder,
+  SOCKET_NET_LENGTH_SIZE,
+  SOCKET_NET_MAX_FRAME,
+  SOCKET_NET_SEND_LIMIT,
+  StreamSocketNetBackend,
+  UDP_NET_MAX_FRAME,
+  UdpSocketNetBackend,
+  encodeFrame,
+  openSocketNetBackend,
+  parseSocketNetSpec,
+} from './net/socket-backend.js';
+export type {
+  SocketNetAddress,
+  SocketNetBackend,
+  SocketNetSpec,
+  SocketNetStats,
+  StreamConnectOptions,
+  StreamListenOptions,
+  UdpOpenOptions,
+} from './net/socket-backend.js';
+export {
   VIRTIO_NET_CONFIG_SIZE,
   VIRTIO_NET_F_MAC,
   VIRTIO_NET_F_STATUS,
@@ -167,3 +203,42 @@ export {
   VirtioNet,
 } from './net/net.js';
 export type { VirtioNetOptions, VirtioNetState } from './net/net.js';
+export {
+  VIRTIO_BALLOON_CONFIG_SIZE,
+  VIRTIO_BALLOON_F_DEFLATE_ON_OOM,
+  VIRTIO_BALLOON_F_FREE_PAGE_HINT,
+  VIRTIO_BALLOON_F_MUST_TELL_HOST,
+  VIRTIO_BALLOON_F_PAGE_POISON,
+  VIRTIO_BALLOON_F_PAGE_REPORTING,
+  VIRTIO_BALLOON_F_STATS_VQ,
+  VIRTIO_BALLOON_MAX_STATS,
+  VIRTIO_BALLOON_PAGE_SIZE,
+  VIRTIO_BALLOON_STAT_NAMES,
+  VIRTIO_BALLOON_STAT_SIZE,
+  VIRTIO_BALLOON_S_ALLOC_STALL,
+  VIRTIO_BALLOON_S_ASYNC_RECLAIM,
+  VIRTIO_BALLOON_S_ASYNC_SCAN,
+  VIRTIO_BALLOON_S_AVAIL,
+  VIRTIO_BALLOON_S_CACHES,
+  VIRTIO_BALLOON_S_DIRECT_RECLAIM,
+  VIRTIO_BALLOON_S_DIRECT_SCAN,
+  VIRTIO_BALLOON_S_HTLB_PGALLOC,
+  VIRTIO_BALLOON_S_HTLB_PGFAIL,
+  VIRTIO_BALLOON_S_MAJFLT,
+  VIRTIO_BALLOON_S_MEMFREE,
+  VIRTIO_BALLOON_S_MEMTOT,
+  VIRTIO_BALLOON_S_MINFLT,
+  VIRTIO_BALLOON_S_OOM_KILL,
+  VIRTIO_BALLOON_S_SWAP_IN,
+  VIRTIO_BALLOON_S_SWAP_OUT,
+  VirtioBalloon,
+  parseBalloonStats,
+} from './balloon/balloon.js';
+export type {
+  BalloonGuestStats,
+  BalloonPageRange,
+  BalloonStatsReport,
+  VirtioBalloonOptions,
+  VirtioBalloonState,
+  VirtioBalloonStats,
+} from './balloon/balloon.js';

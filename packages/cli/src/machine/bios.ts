@@ -18,7 +18,7 @@ export const MIN_BIOS_MEM = 2 * 1024 * 1024;
 /** Default RAM for `kvmts run --disk`. */
 export const DEFAULT_BIOS_MEM = 128 * 1024 * 1024;
 
-/** How the disk is attached: only IDE (the BIOS's INT 13h disks) is handled so far. */
+/** How the disk is attached: IDE (the BIOS's INT 13h disks) or virtio-blk (for the OS only). */
 export type DiskInterface = 'ide' | 'virtio';
 
 /** One `--disk FILE[,ro][,if=ide|virtio]`. */
@@ -28,11 +28,14 @@ export interface DiskSpec {
   interface: DiskInterface;
 }
 
-/** Parses `FILE[,ro][,if=ide|virtio]` (a file name containing commas cannot be given). */
-export function parseDiskSpec(spec: string): DiskSpec {
+/**
+ * Parses `FILE[,ro][,if=ide|virtio]` (a file name containing commas cannot be given);
+ * without `if=` the disk gets `defaultInterface`.
+ */
+export function parseDiskSpec(spec: string, defaultInterface: DiskInterface = 'ide'): DiskSpec {
   const [path = '', ...opts] = spec.split(',');
   if (path === '') throw new CliError(`invalid --disk '${spec}': expected FILE[,ro][,if=ide|virtio]`);
-  const disk: DiskSpec = { path, readOnly: false, interface: 'ide' };
+  const disk: DiskSpec = { path, readOnly: false, interface: defaultInterface };
   for (const opt of opts) {
     if (opt === 'ro') disk.readOnly = true;
     else if (opt === 'if=ide' || opt === 'if=virtio') disk.interface = opt.slice(3) as DiskInterface;
@@ -72,9 +75,9 @@ export async function runBios(options: BiosRunOptions, io: LinuxRunIo, input?: G
     throw new CliError(`--mem ${formatSize(options.memSize)} is too small for BIOS boot: at least ${formatSize(MIN_BIOS_MEM)} is needed`);
   }
   const biosSpecs = options.disks.filter((d) => d.interface === 'ide');
-  if (biosSpecs.length === 0) throw new CliError('nothing to boot: the BIOS boots --disk FILE with if=ide (virtio disks are not supported yet)');
+  if (biosSpecs.length === 0) throw new CliError('nothing to boot: the BIOS boots --disk FILE with if=ide (it has no virtio-blk driver)');
   for (const d of options.disks) {
-    if (d.interface !== 'ide') throw new CliError(`--disk '${d.path}',if=${d.interface} is not supported yet: only if=ide disks are attached`);
+    if (d.interface !== 'ide') throw new CliError(`--disk '${d.path}',if=${d.interface}: runBios takes the BIOS's disks; give virtio disks as options.virtio`);
   }
   const boot = options.boot ?? 0;
   if (!Number.isInteger(boot) || boot < 0 || boot >= biosSpecs.length) {

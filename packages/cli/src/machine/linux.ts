@@ -9,7 +9,7 @@
  * @module
  */
 
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { BootError, enterLinux, loadLinux, parseBzImage, type AcpiTables } from '@kvmts/firmware';
 import { formatSize } from '../args.js';
 import { ConsoleSink } from '../console.js';
@@ -17,6 +17,7 @@ import { CliError, ExitStatus } from '../errors.js';
 import { describeFsError } from '../image.js';
 import { ESCAPE_HELP, EscapeFilter } from './escape.js';
 import { PcMachine } from './pc.js';
+import type { PcVirtioOptions } from './virtio.js';
 import { PcRunLoop, type LoopHost, type LoopOutcome } from './run-loop.js';
 
 /** Smallest RAM `kvmts run --kernel` accepts; the kernel's own checks come on top. */
@@ -38,8 +39,12 @@ export interface LinuxRunOptions {
   noAcpi?: boolean;
   /** Guest time from retired instructions instead of the host clock. */
   clockMode?: 'host' | 'instructions';
+  /** A file that receives what the guest writes to COM2 (which is then mapped). */
+  serial2?: string;
   /** Print boot timing and guest MIPS on stderr at the end. */
   stats?: boolean;
+  /** Virtio devices (already opened; the caller closes them) and their transport. */
+  virtio?: PcVirtioOptions;
 }
 
 /** Where the guest's console input comes from. */
@@ -166,11 +171,13 @@ export async function runLinux(options: LinuxRunOptions, io: LinuxRunIo, input?:
   }
   const initrd = options.initrd !== undefined ? readInput(options.initrd, 'initrd') : undefined;
   return runPcGuest(options, io, input, (machine, acpi) => {
+    // Without ACPI, virtio-mmio windows can only be announced on the command line.
+    const mmioDevices = acpi === null ? (machine.virtio?.kernelCmdline() ?? '') : '';
     try {
       const loaded = loadLinux(machine.vm.memory, {
         kernel,
         ...(initrd ? { initrd } : {}),
-        cmdline: options.append,
+        cmdline: mmioDevices === '' ? options.append : `${options.append} ${mmioDevices}`.trim(),
         ramSize: options.memSize,
         ...(acpi ? { reserved: [acpi.e820Reserved], rsdpAddr: acpi.rsdpAddress } : {}),
       });
@@ -200,6 +207,17 @@ export type PcGuestSetup = (machine: PcMachine, acpi: AcpiTables | null) => void
  */
 export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: GuestInput | undefined, setup: PcGuestSetup): Promise<number> {
   const sink = new ConsoleSink((chunk) => io.stdout(chunk));
+  // COM2's output goes to a file (QEMU's second -serial), opened before the guest starts.
+  let com2: { fd: number; sink: ConsoleSink } | undefined;
+  if (options.serial2 !== undefined) {
+    let fd: number;
+    try {
+      fd = openSync(options.serial2, 'w');
+    } catch (err) {
+      throw new CliError(`cannot open '${options.serial2}' for COM2: ${describeFsError(err)}`);
+    }
+    com2 = { fd, sink: new ConsoleSink((chunk) => writeSync(fd, chunk)) };
+  }
   const host = new Host();
   const queue = new InputQueue();
   const escape = new EscapeFilter();
@@ -231,6 +249,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
   }
 
   const t0 = performance.now();
+  let instructions = 0;
   let bootOkMs = -1;
   const marker = 'GUEST-BOOT-OK';
   let matched = 0;
@@ -249,14 +268,18 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
         machine = new PcMachine({
           memSize: options.memSize,
           serialOutput: out,
+          ...(com2 ? { serial2Output: (byte: number) => com2.sink.push(byte) } : {}),
           clockMode: options.clockMode ?? 'host',
           debugExit: options.debugExit ?? false,
+          ...(options.virtio ? { virtio: options.virtio } : {}),
         });
       } catch (err) {
         if (err instanceof RangeError) throw new CliError(`cannot allocate ${formatSize(options.memSize)} of guest memory`);
         throw err;
       }
       let outcome: LoopOutcome;
+      // A device that completes work on the event loop (virtio-blk I/O) wakes a halted vCPU.
+      if (machine.virtio) machine.virtio.onInterrupt = () => host.wake();
       try {
         const acpi = options.noAcpi ? null : machine.acpiTables(options.memSize);
         for (const w of acpi?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
@@ -288,27 +311,32 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
             sink.flush();
             return host.sleep(ms);
           },
-          inputOpen: () => host.inputOpen(),
+          // In-flight device work will interrupt the guest: worth waiting for, like input.
+          inputOpen: () => host.inputOpen() || (machine.virtio?.busy() ?? false),
         });
         sink.flush();
         if (outcome.kind === 'internal-error' || outcome.kind === 'unknown-exit') io.stderr(describeVcpu(machine));
       } finally {
         loop = null;
+        instructions += machine.vcpu.stats().instructions;
         machine.close();
       }
       const status = finish(outcome, options, io, boot);
       if (status === 'reboot') continue;
-      if (options.stats) {
-        const total = performance.now() - t0;
-        io.stderr(
-          `kvmts: ${bootOkMs >= 0 ? `GUEST-BOOT-OK after ${(bootOkMs / 1000).toFixed(1)} s, ` : ''}` +
-            `ran ${(total / 1000).toFixed(1)} s\n`,
-        );
-      }
+      const seconds = (performance.now() - t0) / 1000;
+      const bootOk = options.stats && bootOkMs >= 0 ? `, GUEST-BOOT-OK after ${(bootOkMs / 1000).toFixed(1)} s` : '';
+      io.stderr(
+        `kvmts: exit: ${describeOutcome(outcome)}; ran ${seconds.toFixed(1)} s, ` +
+          `${formatCount(instructions)} instructions (${(instructions / seconds / 1e6).toFixed(1)} MIPS)${bootOk}\n`,
+      );
       return status;
     }
   } finally {
     sink.flush();
+    if (com2) {
+      com2.sink.flush();
+      closeSync(com2.fd);
+    }
     stopInput?.();
   }
 }
@@ -346,6 +374,28 @@ function finish(outcome: LoopOutcome, options: PcRunOptions, io: LinuxRunIo, boo
       io.stderr(`kvmts: internal error: unexpected exit reason ${outcome.reason}\n`);
       return ExitStatus.InternalError;
   }
+}
+
+/** The exit reason in a few words, for the summary line. */
+function describeOutcome(outcome: LoopOutcome): string {
+  switch (outcome.kind) {
+    case 'poweroff': return 'guest powered off (ACPI S5)';
+    case 'debug-exit': return `debug-exit port written with ${outcome.value}`;
+    case 'quit': return 'quit by the user';
+    case 'reset': return `guest reset (${outcome.source})`;
+    case 'shutdown': return 'triple fault (shutdown)';
+    case 'halted': return 'guest halted with interrupts disabled';
+    case 'halted-forever': return 'guest halted with nothing left to wake it';
+    case 'internal-error': return 'internal error';
+    case 'unknown-exit': return `unknown exit reason ${outcome.reason}`;
+  }
+}
+
+/** 1234567 → "1.23 M". */
+function formatCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  return String(n);
 }
 
 /** The vCPU's registers, for an internal error report. */

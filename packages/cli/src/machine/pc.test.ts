@@ -8,7 +8,7 @@ afterEach(() => {
   for (const m of machines.splice(0)) m.close();
 });
 
-function makeMachine(opts: { debugExit?: boolean; irqchip?: 'kernel' | 'userspace' } = {}): PcMachine {
+function makeMachine(opts: { debugExit?: boolean; irqchip?: 'kernel' | 'userspace'; serial2Output?: (byte: number) => void } = {}): PcMachine {
   const m = new PcMachine({ memSize: 1 << 20, clockMode: 'instructions', startTime: 0, ...opts });
   machines.push(m);
   return m;
@@ -127,6 +127,19 @@ describe('PcMachine IRQ routing (in-kernel irqchip)', () => {
     out16(m, PM_BASE_DEFAULT + 2, 0x100);
     m.pm.pressPowerButton();
     expect(ioapicPins(m) & (1 << ACPI_SCI_IRQ)).toBe(1 << ACPI_SCI_IRQ);
+  });
+
+  it('maps COM2 at 0x2f8 on IRQ 3 only when asked', () => {
+    const plain = makeMachine();
+    expect(plain.serial2).toBeUndefined();
+    expect(plain.ioBus.find(0x2f8)).toBeUndefined();
+    const sent: number[] = [];
+    const m = makeMachine({ serial2Output: (b) => sent.push(b) });
+    out8(m, 0x2f8, 0x4b);
+    expect(sent).toEqual([0x4b]);
+    out8(m, 0x2f9, 0x02); // IER: transmitter empty
+    out8(m, 0x2fc, 0x08); // MCR: OUT2
+    expect(ioapicPins(m)).toBe(1 << 3);
   });
 
   it('leaves the local APIC in virtual-wire mode and the I/O APIC with the ID the tables give', () => {

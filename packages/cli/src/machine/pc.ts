@@ -20,15 +20,19 @@
  * | POST port                  | 0x80                  |                           |
  * | port A (fast A20, reset)   | 0x92                  |                           |
  * | COM1 16550A                | 0x3F8–0x3FF           | 4                         |
+ * | COM2 16550A (if asked)     | 0x2F8–0x2FF           | 3                         |
  * | PCI host bridge (440FX)    | 0xCF8, 0xCFC–0xCFF    |                           |
  * | PIIX3 reset control        | 0xCF9                 | PCI INTx → PIRQ → ISA     |
  * | ACPI PM block              | 0x600 (PM_BASE_DEFAULT)| SCI on 9                 |
  * | debug exit (optional)      | 0xF4                  |                           |
+ * | virtio (optional)          | PCI slots 2+ or MMIO 0xD0000000 | PIRQ, or GSI 16+  |
  *
  * Ways the guest ends or restarts the machine become a {@link MachineStop}: ACPI S5 is a
  * power-off; the i8042's 0xFE pulse, 0xCF9, port 0x92 bit 0 and the ACPI reset register are
  * resets; a debug-exit write is reported with its value. The run loop ({@link PcRunLoop})
  * notices the request after the exit that caused it.
+ *
+ * Virtio devices ({@link PcMachineOptions.virtio}) are wired by {@link PcVirtio} (virtio.ts).
  * @module
  */
 
@@ -39,6 +43,8 @@ import {
   AcpiPm,
   COM1_BASE,
   COM1_IRQ,
+  COM2_BASE,
+  COM2_IRQ,
   DEBUG_EXIT_PORT,
   DEBUG_EXIT_SIZE,
   DebugExit,
@@ -76,6 +82,8 @@ import {
   SERIAL_PORT_LEN,
   Serial,
 } from '@kvmts/devices';
+import { PcVirtio, type PcVirtioOptions } from './virtio.js';
+import { withSsdt } from './ssdt.js';
 
 /** The ISA IRQ of the ACPI SCI, as in QEMU's and most boards' FADT (SCI_INT = 9). */
 export const ACPI_SCI_IRQ = 9;
@@ -104,6 +112,8 @@ export interface PcMachineOptions {
   memSize: number;
   /** Receives each byte the guest sends through COM1. */
   serialOutput?: (byte: number) => void;
+  /** Map a second UART as COM2; it receives each byte the guest sends there. */
+  serial2Output?: (byte: number) => void;
   /** Guest time: the host's monotonic clock (default) or retired instructions (deterministic). */
   clockMode?: 'host' | 'instructions';
   /** Map the debug-exit device at 0xF4 (default false: a plain PC has nothing there). */
@@ -112,6 +122,8 @@ export interface PcMachineOptions {
   startTime?: Date | number;
   /** Where the PIC, I/O APIC, local APIC and PIT run (default 'kernel'; see the module comment). */
   irqchip?: 'kernel' | 'userspace';
+  /** Virtio devices and their transport (see virtio.ts). */
+  virtio?: PcVirtioOptions;
 }
 
 /** The PC's VM, vCPU and devices, wired together. */
@@ -132,10 +144,14 @@ export class PcMachine {
   readonly port80: Port80;
   readonly i8042: I8042;
   readonly serial: Serial;
+  /** COM2, when {@link PcMachineOptions.serial2Output} asked for it. */
+  readonly serial2: Serial | undefined;
   readonly pci: PciHostBridge;
   readonly piix: Piix3;
   readonly pm: AcpiPm;
   readonly debugExit: DebugExit | undefined;
+  /** The virtio devices, if any were asked for. */
+  readonly virtio: PcVirtio | undefined;
   private stopRequest: MachineStop | null = null;
 
   constructor(options: PcMachineOptions) {
@@ -207,6 +223,10 @@ export class PcMachine {
       irq: (level) => setIrq(COM1_IRQ, level),
     });
     io.insert(this.serial, COM1_BASE, SERIAL_PORT_LEN);
+    if (options.serial2Output) {
+      this.serial2 = new Serial({ output: options.serial2Output, irq: (level) => setIrq(COM2_IRQ, level) });
+      io.insert(this.serial2, COM2_BASE, SERIAL_PORT_LEN);
+    }
 
     this.pci = new PciHostBridge();
     this.pci.mapPorts(io);
@@ -235,6 +255,17 @@ export class PcMachine {
       this.debugExit = new DebugExit((value) => this.requestStop({ kind: 'debug-exit', value }));
       io.insert(this.debugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE);
     }
+
+    if (options.virtio && options.virtio.devices.length > 0) {
+      this.virtio = new PcVirtio(options.virtio, {
+        vm: this.vm,
+        mmioBus: this.mmioBus,
+        pci: this.pci,
+        piix: this.piix,
+        irqchip: this.irqchip,
+        setIrq,
+      });
+    }
   }
 
   /**
@@ -243,14 +274,17 @@ export class PcMachine {
    * `e820Reserved` and `rsdpAddress` to the loader.
    */
   acpiTables(ramSize: number): AcpiTables {
-    return buildAcpiTables({
+    const options = {
       ramSize,
       vcpus: 1,
       ioapicId: IOAPIC_ID,
       pm: this.pm.layout,
       sciInt: ACPI_SCI_IRQ,
       route: this.pciRoute,
-    });
+    };
+    // Devices outside PCI (virtio-mmio windows) are described by an SSDT of their own.
+    const extra = this.virtio?.acpiDefinitions();
+    return extra ? withSsdt(options, extra) : buildAcpiTables(options);
   }
 
   /**

@@ -22,6 +22,10 @@ import {
   BASE_MEMORY_KB, Bda, BIOS_ROM_ALIAS, BIOS_ROM_BASE, BIOS_ROM_SEGMENT, BIOS_ROM_SIZE, BIOS_RSDP_ADDRESS, COM1_PORT, EBDA_SEGMENT,
 } from './layout.js';
 import { PciBios, PciStatus } from './pci.js';
+import { PCI_HOLE_START } from '../e820.js';
+
+/** PCI memory BARs go below the I/O APIC's page (the top of the DSDT's PCI window). */
+const PCI_MEM_LIMIT = 0xfec00000;
 import { buildBiosRom, type BiosRom, type RomStub } from './rom.js';
 import { SystemServices, UNSUPPORTED } from './system.js';
 import { TimeServices } from './time.js';
@@ -83,6 +87,8 @@ export class Bios {
   readonly system: SystemServices;
   readonly time: TimeServices;
   readonly pci: PciBios;
+  /** What POST gave each PCI function (BAR, kind, base, size). */
+  pciAssignments: ReturnType<PciBios['assignResources']> = [];
   readonly boot: BootServices;
   /** Calls that came from somewhere other than a ROM stub (ignored). */
   strayCalls = 0;
@@ -163,7 +169,7 @@ export class Bios {
     vm.setUserMemoryRegion({ slot: freeId(), flags: KVM_MEM_READONLY, guestPhysAddr: BIOS_ROM_ALIAS, memorySize: BIOS_ROM_SIZE, userspaceAddr: rom });
   }
 
-  /** Power-on self test, done by the VMM: IVT, BDA, EBDA, video, PIC, PIT, ACPI tables. */
+  /** Power-on self test, done by the VMM: IVT, BDA, EBDA, video, PCI resources, ACPI tables (the ROM's POST code then programs the PIC and PIT). */
   post(): void {
     const ram = this.ram;
     // Interrupt vectors: a bare IRET unless the ROM has a handler.
@@ -193,6 +199,8 @@ export class Bios {
     this.video.reset();
     this.keyboard.reset();
     this.time.reset();
+    // PCI devices get their BARs and interrupt lines here, as an OS loaded from disk expects.
+    this.pciAssignments = this.pci.assignResources(PCI_HOLE_START, PCI_MEM_LIMIT);
 
     const acpi = this.o.acpi;
     if (acpi) {

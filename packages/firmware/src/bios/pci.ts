@@ -19,6 +19,13 @@ export const PciStatus = {
 
 const CONFIG_ADDRESS = 0xcf8;
 const CONFIG_DATA = 0xcfc;
+/** Where POST starts handing out PCI I/O space (above the legacy ISA ports). */
+const PCI_IO_START = 0xc000;
+/** The PIIX3 ISA bridge's function and its PIRQ route control registers. */
+const PIIX_DEVFN = 1 << 3;
+const PIIX_PIRQRC = 0x60;
+
+const alignUp = (v: number, a: number): number => Math.ceil(v / a) * a;
 
 export class PciBios {
   constructor(private readonly ports: Ports) {}
@@ -46,6 +53,61 @@ export class PciBios {
         if ((this.read(0, devfn0 | fn, 0, 2) & 0xffff) !== 0xffff) yield devfn0 | fn;
       }
     }
+  }
+
+  /**
+   * POST's PCI enumeration, as SeaBIOS does it: size every BAR of every function on bus 0 (write
+   * all-ones, read back the mask), give it naturally aligned space from the I/O window
+   * (0xC000 up) or the memory window (`memBase` up, the 32-bit PCI hole), enable decoding and bus
+   * mastering, and write the interrupt line the PIIX3 routes the function's pin to. Returns what
+   * was assigned, for the log.
+   */
+  assignResources(memBase: number, memLimit: number): { devfn: number; bar: number; kind: 'io' | 'mem'; base: number; size: number }[] {
+    const assigned: { devfn: number; bar: number; kind: 'io' | 'mem'; base: number; size: number }[] = [];
+    let io = PCI_IO_START;
+    let mem = memBase;
+    // The PIIX3 at 00:01.0 holds the PIRQ routing (0x60–0x63); 0x80 in a register = disabled.
+    const pirqRoute = [0, 1, 2, 3].map((i) => this.read(0, PIIX_DEVFN, PIIX_PIRQRC + i, 1));
+    for (const devfn of this.functions()) {
+      const headerType = this.read(0, devfn, 0x0e, 1) & 0x7f;
+      if (headerType !== 0) continue;
+      let decode = 0;
+      for (let bar = 0; bar < 6; bar++) {
+        const reg = 0x10 + bar * 4;
+        const old = this.read(0, devfn, reg, 4);
+        this.write(0, devfn, reg, 4, 0xffffffff);
+        const mask = this.read(0, devfn, reg, 4);
+        this.write(0, devfn, reg, 4, old);
+        if (mask === 0 || mask === 0xffffffff) continue;
+        const isIo = (mask & 1) !== 0;
+        const is64 = !isIo && ((mask >> 1) & 3) === 2;
+        const size = isIo ? ((~(mask & 0xfffc) & 0xffff) + 1) : ((~(mask & 0xfffffff0)) >>> 0) + 1;
+        if (isIo) {
+          const base = alignUp(io, size);
+          if (base + size > 0x10000) continue;
+          this.write(0, devfn, reg, 4, base);
+          io = base + size;
+          decode |= 1;
+          assigned.push({ devfn, bar, kind: 'io', base, size });
+        } else {
+          const base = alignUp(mem, size);
+          if (base + size > memLimit) continue;
+          this.write(0, devfn, reg, 4, base >>> 0);
+          if (is64) this.write(0, devfn, reg + 4, 4, 0);
+          mem = base + size;
+          decode |= 2;
+          assigned.push({ devfn, bar, kind: 'mem', base, size });
+        }
+        if (is64) bar++;
+      }
+      if (decode !== 0) this.write(0, devfn, 0x04, 2, (this.read(0, devfn, 0x04, 2) | decode | 4) & 0xffff);
+      const pin = this.read(0, devfn, 0x3d, 1);
+      if (pin >= 1 && pin <= 4) {
+        const irq = pirqRoute[((devfn >> 3) + pin - 2) & 3]!;
+        this.write(0, devfn, 0x3c, 1, irq & 0x80 ? 0xff : irq & 0x0f);
+      }
+    }
+    return assigned;
   }
 
   /** INT 1Ah AH=B1h. */

@@ -1,7 +1,11 @@
 /**
  * INT 10h, video: an 80×25 colour text console in VGA text memory at 0xB8000, with its state
- * (mode, cursor, active page) in the BDA where programs look for it. Teletype output is also
- * sent to the serial console, so a headless VM shows what a bootloader prints.
+ * (mode, cursor, active page) in the BDA where programs look for it. What is written on the
+ * active page is also sent to the serial console, so a headless VM shows what a bootloader
+ * prints: teletype output byte for byte, and characters written at the cursor with AH=09h/0Ah
+ * (GRUB's console writes every printable character that way) as they are placed. The mirror
+ * keeps to plain text while output moves forwards (gaps become the characters on the screen,
+ * later rows become CR LF) and uses ANSI cursor positioning only when it moves back up.
  * @module
  */
 import { GuestRam, type BiosCall } from './guest.js';
@@ -11,10 +15,31 @@ import { Bda, TEXT_COLUMNS, TEXT_PAGE_BYTES, TEXT_PAGES, TEXT_ROWS, VGA_TEXT_BAS
 export const DEFAULT_ATTRIBUTE = 0x07;
 const TEXT_MODES = new Set([0x02, 0x03, 0x07]);
 
+const BEL = 0x07;
+const BS = 0x08;
+const LF = 0x0a;
+const CR = 0x0d;
+
+/** A character for the serial console: code page 437 beyond ASCII becomes plain ASCII. */
+function serialChar(ch: number): number {
+  if (ch >= 0x20 && ch < 0x7f) return ch;
+  if (ch >= 0x18 && ch <= 0x1b) return '^v><'.charCodeAt(ch - 0x18); // arrows, as in menus
+  if (ch === 0xb3 || ch === 0xba) return 0x7c; // │ ║
+  if (ch === 0xc4 || ch === 0xcd) return 0x2d; // ─ ═
+  if (ch >= 0xb4 && ch <= 0xda) return 0x2b; // corners and tees
+  return 0x20;
+}
+
 export class Video {
+  /** Where the serial console's cursor is: the screen position the next mirrored byte lands on (col 80: after the last column). */
+  private serialRow = 0;
+  private serialCol = 0;
+  /** Whether anything was sent since the serial console was (presumably) blank. */
+  private serialTouched = false;
+
   constructor(
     private readonly ram: GuestRam,
-    /** Receives each byte written by teletype output (the serial console). */
+    /** Receives the serial console's bytes: what is shown on the active page (see the module comment). */
     private readonly mirror: (byte: number) => void = () => {},
   ) {}
 
@@ -33,6 +58,102 @@ export class Video {
     ram.setU8(Bda.textRowsMinusOne, TEXT_ROWS - 1);
     ram.setU16(Bda.charHeight, 16);
     this.clearAll();
+    this.serialRow = 0;
+    this.serialCol = 0;
+    this.serialTouched = false;
+  }
+
+  private emit(text: string): void {
+    for (let i = 0; i < text.length; i++) this.mirror(text.charCodeAt(i));
+    if (text.length > 0) this.serialTouched = true;
+  }
+
+  /** The characters of `row` on `page` from `from` up to (not including) `to`, for the serial console. */
+  private screenText(page: number, row: number, from: number, to: number): string {
+    let text = '';
+    for (let col = from; col < to; col++) text += String.fromCharCode(serialChar(this.ram.u8(this.cell(page, row, col))));
+    return text;
+  }
+
+  /** Moves the serial console's cursor to (row, col) of the active page `page`. */
+  private syncSerial(page: number, row: number, col: number): void {
+    const fromRow = this.serialRow;
+    const fromCol = this.serialCol;
+    if (row === fromRow && col === fromCol) return;
+    if (row === fromRow && col > fromCol) this.emit(this.screenText(page, row, fromCol, col));
+    else if (row === fromRow) this.emit('\r' + this.screenText(page, row, 0, col));
+    else if (row > fromRow) this.emit('\r\n'.repeat(row - fromRow) + this.screenText(page, row, 0, col));
+    else this.emit(`\x1b[${row + 1};${col + 1}H`);
+    this.serialRow = row;
+    this.serialCol = col;
+  }
+
+  /** Mirrors a teletype byte written at (row, col) of `page`. */
+  private mirrorTeletype(page: number, row: number, col: number, ch: number): void {
+    if ((page & 7) !== this.ram.u8(Bda.activePage)) return;
+    this.syncSerial(page, row, col);
+    this.mirror(ch);
+    this.serialTouched = true;
+    switch (ch) {
+      case BEL:
+        break;
+      case BS:
+        if (this.serialCol > 0) this.serialCol--;
+        break;
+      case LF:
+        this.serialRow = Math.min(this.serialRow + 1, TEXT_ROWS - 1);
+        break;
+      case CR:
+        this.serialCol = 0;
+        break;
+      default:
+        this.serialCol++;
+        if (this.serialCol >= TEXT_COLUMNS) {
+          // The terminal wraps as the screen does.
+          this.serialCol = 0;
+          this.serialRow = Math.min(this.serialRow + 1, TEXT_ROWS - 1);
+        }
+    }
+  }
+
+  /** Mirrors `count` copies of `ch` written at the cursor by AH=09h/0Ah (only the rest of the row). */
+  private mirrorWrite(page: number, ch: number, count: number): void {
+    if ((page & 7) !== this.ram.u8(Bda.activePage)) return;
+    const { row, col } = this.cursor(page);
+    if (row >= TEXT_ROWS || col >= TEXT_COLUMNS) return;
+    if (row === 0 && col === 0 && count >= TEXT_ROWS * TEXT_COLUMNS) {
+      // The whole screen overwritten at once: GRUB's way of clearing it.
+      if (ch === 0x20) this.clearSerial();
+      return;
+    }
+    const n = Math.min(count, TEXT_COLUMNS - col);
+    if (n <= 0) return;
+    this.syncSerial(page, row, col);
+    this.emit(String.fromCharCode(serialChar(ch)).repeat(n));
+    this.serialCol = col + n;
+  }
+
+  /**
+   * The screen's bottom rows scrolled up by `lines` (AH=06h over whole rows, as some loaders
+   * make a new line): at the terminal's bottom row it scrolls too; above it, the rows it has
+   * shown move up under the cursor.
+   */
+  private scrollSerialUp(lines: number): void {
+    if (this.serialRow === TEXT_ROWS - 1) {
+      this.emit('\r\n'.repeat(lines));
+      this.serialCol = 0;
+    } else {
+      this.serialRow = Math.max(0, this.serialRow - lines);
+    }
+  }
+
+  /** A whole-screen clear (mode set, AH=06h/07h with AL=0): the serial console is cleared too. */
+  private clearSerial(): void {
+    if (!this.serialTouched) return;
+    this.emit('\x1b[2J\x1b[H');
+    this.serialRow = 0;
+    this.serialCol = 0;
+    this.serialTouched = false;
   }
 
   private clearAll(): void {
@@ -84,8 +205,8 @@ export class Video {
   /** Teletype output of one character on `page` (BEL, BS, LF and CR act as on a terminal). */
   teletype(ch: number, page = this.ram.u8(Bda.activePage), attr?: number): void {
     ch &= 0xff;
-    this.mirror(ch);
     let { row, col } = this.cursor(page);
+    this.mirrorTeletype(page, row, col, ch);
     switch (ch) {
       case 0x07:
         return;
@@ -145,7 +266,10 @@ export class Video {
         ram.setU8(Bda.videoMode, TEXT_MODES.has(mode) ? mode : 0x03);
         for (let p = 0; p < TEXT_PAGES; p++) this.setCursor(p, 0, 0);
         ram.setU8(Bda.activePage, 0);
-        if ((call.al & 0x80) === 0) this.clearAll();
+        if ((call.al & 0x80) === 0) {
+          this.clearAll();
+          this.clearSerial();
+        }
         call.al = 0x30;
         break;
       }
@@ -170,6 +294,10 @@ export class Video {
       case 0x06:
       case 0x07:
         this.scroll(ram.u8(Bda.activePage), call.al, call.bh, call.ch, call.cl, call.dh, call.dl, call.ah === 0x06);
+        if (call.cl === 0 && call.dh >= TEXT_ROWS - 1 && call.dl >= TEXT_COLUMNS - 1) {
+          if (call.al === 0 && call.ch === 0) this.clearSerial();
+          else if (call.ah === 0x06 && call.al > 0) this.scrollSerialUp(call.al);
+        }
         break;
       case 0x08: {
         const { row, col } = this.cursor(call.bh);
@@ -180,9 +308,11 @@ export class Video {
       }
       case 0x09:
         this.writeRepeated(call.bh, call.al, call.bl, call.cx);
+        this.mirrorWrite(call.bh, call.al, call.cx);
         break;
       case 0x0a:
         this.writeRepeated(call.bh, call.al, undefined, call.cx);
+        this.mirrorWrite(call.bh, call.al, call.cx);
         break;
       case 0x0e:
         this.teletype(call.al, call.bh);

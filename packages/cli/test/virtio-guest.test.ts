@@ -1,0 +1,202 @@
+// End-to-end: the reference Debian i386 guest's own virtio drivers against kvmts's devices,
+// through the built CLI (dist/bin.js). Each boot takes about two minutes of CPU, so the boots
+// run one after another. Without a guest the tests are skipped locally but FAIL when CI is set
+// (CI runs `kvmts guest fetch` first), as in boot-guest.test.ts.
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { defaultGuestDir } from '../src/guest/fetch.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const bin = resolve(here, '../dist/bin.js');
+const guestDir = defaultGuestDir();
+const kernel = join(guestDir, 'bzImage');
+const initrd = join(guestDir, 'initramfs.cpio.gz');
+const diskImage = join(guestDir, 'disk.img');
+const haveGuest = existsSync(kernel) && existsSync(initrd) && existsSync(diskImage);
+const haveBin = existsSync(bin);
+const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false';
+const skip = !inCi && (!haveGuest || !haveBin);
+const skipReason = !haveBin ? `${bin} is missing (run the build)` : `no reference guest in ${guestDir} (run 'kvmts guest fetch')`;
+
+const TIMEOUT = 15 * 60_000;
+const SIGNATURE = 'VIRTIO-BLK-DISK-SIGNATURE-0001';
+
+const work = mkdtempSync(join(tmpdir(), 'kvmts-virtio-e2e-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** A private copy of the reference disk, `size` bytes long (zero-extended). */
+function diskCopy(name: string, size?: number): string {
+  const path = join(work, name);
+  copyFileSync(diskImage, path);
+  if (size !== undefined) truncateSync(path, size);
+  return path;
+}
+
+interface RunResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
+
+/**
+ * Runs the CLI; `onOutput` sees the console output so far after each chunk and may type into
+ * the guest's console with `type`. stdin is closed when the child exits, or by `onOutput`.
+ */
+function runCli(args: string[], timeoutMs: number, onOutput?: (stdout: string, type: (text: string) => void) => void): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      stdout += s;
+      onOutput?.(stdout, (text) => child.stdin.write(text));
+    });
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.stdin.on('error', () => {}); // the guest may be gone before we finish typing
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolvePromise({ status, stdout, stderr, seconds: (performance.now() - t0) / 1000 });
+    });
+    if (onOutput === undefined) child.stdin.end();
+  });
+}
+
+const guestArgs = (append: string): string[] => ['run', '--kernel', kernel, '--initrd', initrd, '--append', append, '--mem', '256M', '--no-reboot'];
+
+function context(r: RunResult): string {
+  const lines = r.stdout.split(/\r?\n/);
+  return `status ${String(r.status)} after ${r.seconds.toFixed(0)} s\n--- stderr\n${r.stderr}\n--- last console lines\n${lines.slice(-40).join('\n')}`;
+}
+
+/** Boots with a disk, a NIC, an RNG and a console on `transport` and checks Linux drives all four. */
+async function bootWithAllDevices(transport: 'pci' | 'mmio'): Promise<void> {
+  expect(haveBin, skipReason).toBe(true);
+  expect(haveGuest, skipReason).toBe(true);
+  const disk = diskCopy(`all-${transport}.img`);
+  const r = await runCli(
+    [
+      ...guestArgs('console=ttyS0 guest.debug=1'),
+      '--virtio-transport', transport,
+      '--disk', `${disk},if=virtio`,
+      '--net', 'none',
+      '--device', 'virtio-rng',
+      '--device', 'virtio-console',
+    ],
+    TIMEOUT - 10_000,
+  );
+  const ctx = context(r);
+  const lines = r.stdout.split(/\r?\n/);
+  const virtio = lines.filter((l) => l.startsWith('GUEST-VIRTIO '));
+  const driverOf = (kind: string): string | undefined => virtio.find((l) => l.includes(`(${kind})`))?.match(/driver=(\S+)/)?.[1];
+  expect(virtio, ctx).toHaveLength(4);
+  for (const l of virtio) expect(l, ctx).toMatch(/vendor=0x1af4 driver=(?!none)\S+$/);
+  expect(driverOf('block'), ctx).toBe('virtio_blk');
+  expect(driverOf('net'), ctx).toBe('virtio_net');
+  expect(driverOf('rng'), ctx).toBe('virtio_rng');
+  expect(driverOf('console'), ctx).toBe('virtio_console');
+  expect(lines, ctx).toContain('GUEST-VIRTIO-COUNT 4');
+  expect(lines, ctx).toContain(`GUEST-BLK vda sectors=16384 sig=${SIGNATURE}`);
+  expect(lines.some((l) => /^GUEST-NET eth0 mac=52:54:00:12:34:56 driver=virtio_net$/.test(l)), ctx).toBe(true);
+  expect(lines, ctx).toContain('GUEST-HVC hvc0 present');
+  if (transport === 'pci') {
+    // INTx through the PIIX3: Linux took the IRQ from the _PRT (PIRQB/PIRQC → 10/11).
+    const pci = lines.filter((l) => /^GUEST-DEBUG pci \S+ 0x1af4:/.test(l));
+    expect(pci, ctx).toHaveLength(4);
+    for (const l of pci) expect(l, ctx).toMatch(/irq=1[01] driver=virtio-pci$/);
+  } else {
+    expect(r.stdout, ctx).toContain('ACPI: SSDT');
+  }
+  expect(lines.some((l) => l.startsWith('GUEST-DONE ')), ctx).toBe(true);
+  expect(r.status, ctx).toBe(0);
+  // The disk was only read.
+  expect(readFileSync(disk).subarray(0, SIGNATURE.length).toString('latin1'), ctx).toBe(SIGNATURE);
+  console.log(`virtio over ${transport}: guest done, exit ${String(r.status)} after ${r.seconds.toFixed(1)} s`);
+}
+
+// ---- the data-integrity pattern: 16 MiB of 16-byte lines, different in every MiB ----
+const PATTERN_MIB = 16;
+const LINES_PER_MIB = 65536;
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+
+/**
+ * The shell command that writes the pattern to /dev/vda: awk makes 1 MiB of numbered lines
+ * ("%015d\n"), and tr maps its digits onto a different run of letters for every MiB.
+ */
+const WRITE_COMMAND =
+  `echo T-START $(cat /proc/uptime) && awk 'BEGIN{for(i=0;i<${LINES_PER_MIB};i++)printf "%015d\\n",i}' >/pattern && echo T-AWK $(cat /proc/uptime) && ` +
+  `for b in ${Array.from({ length: PATTERN_MIB }, (_, b) => b).join(' ')}; do ` +
+  `tr 0-9 "$(echo ${ALPHABET} | cut -c$((b+1))-$((b+10)))" </pattern; done >/dev/vda && echo T-WRITE $(cat /proc/uptime) && ` +
+  `sync && echo T-SYNC $(cat /proc/uptime) && echo WRITE-DONE-$((6*7))`;
+
+function expectedPattern(): Buffer {
+  const out = Buffer.alloc(PATTERN_MIB * LINES_PER_MIB * 16);
+  let at = 0;
+  for (let b = 0; b < PATTERN_MIB; b++) {
+    for (let i = 0; i < LINES_PER_MIB; i++) {
+      const digits = String(i).padStart(15, '0');
+      for (let k = 0; k < 15; k++) out[at++] = ALPHABET.charCodeAt(b + digits.charCodeAt(k) - 48);
+      out[at++] = 0x0a;
+    }
+  }
+  return out;
+}
+
+describe.skipIf(skip)(`the reference guest's virtio drivers${skip ? ` (skipped: ${skipReason})` : ''}`, () => {
+  it('binds virtio_blk, virtio_net, virtio_rng and virtio_console over virtio-pci', () => bootWithAllDevices('pci'), TIMEOUT);
+
+  it('binds virtio_blk, virtio_net, virtio_rng and virtio_console over virtio-mmio', () => bootWithAllDevices('mmio'), TIMEOUT);
+
+  it(
+    `writes ${PATTERN_MIB} MiB through virtio-blk that land in the image file byte for byte`,
+    async () => {
+      expect(haveBin, skipReason).toBe(true);
+      expect(haveGuest, skipReason).toBe(true);
+      const size = 24 * 1024 * 1024;
+      const disk = diskCopy('integrity.img', size);
+      let typedCommand = false;
+      let typedExit = false;
+      let writeSeconds = 0;
+      const t0 = performance.now();
+      const r = await runCli([...guestArgs('console=ttyS0 guest.shell=1'), '--disk', disk], TIMEOUT - 10_000, (stdout, type) => {
+        if (!typedCommand && stdout.includes('GUEST-SHELL ready')) {
+          typedCommand = true;
+          writeSeconds = performance.now();
+          type(`${WRITE_COMMAND}\n`);
+        }
+        // The echo of the typed line shows $((6*7)); only the command's output says 42.
+        if (typedCommand && !typedExit && stdout.includes('WRITE-DONE-42')) {
+          typedExit = true;
+          writeSeconds = (performance.now() - writeSeconds) / 1000;
+          type('exit\n');
+        }
+      });
+      const ctx = context(r);
+      // Guest uptimes after each step, for the log.
+      const steps = [...r.stdout.matchAll(/^(T-\w+) ([\d.]+)/gm)].map((m) => `${m[1]!.slice(2).toLowerCase()} at ${m[2]!} s`).join(', ');
+      expect(typedCommand, ctx).toBe(true);
+      expect(typedExit, ctx).toBe(true);
+      expect(r.status, ctx).toBe(0);
+      const data = readFileSync(disk);
+      expect(data.length).toBe(size);
+      const want = expectedPattern();
+      const got = data.subarray(0, want.length);
+      if (!got.equals(want)) {
+        let i = 0;
+        while (got[i] === want[i]) i++;
+        expect.fail(`the image differs from the pattern first at byte ${i} (0x${i.toString(16)}): ` + `got ${JSON.stringify(got.subarray(i, i + 16).toString('latin1'))}, want ${JSON.stringify(want.subarray(i, i + 16).toString('latin1'))}`);
+      }
+      // Nothing was written past the pattern.
+      expect(data.subarray(want.length).every((b) => b === 0)).toBe(true);
+      console.log(`virtio-blk integrity: ${PATTERN_MIB} MiB written and synced in ${writeSeconds.toFixed(1)} s (guest uptime: ${steps}); run ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    },
+    TIMEOUT,
+  );
+});
