@@ -12,12 +12,15 @@ import { addGuestCommands } from './guest/command.js';
 import { buildDemoGuest } from './guests/demo.js';
 import { REAL_MODE_LOAD_LIMIT, checkPlacement, describeFsError, readImageFile, realModeEntry } from './image.js';
 import { Vmm, outcomeExitStatus, outcomeMessage } from './vmm.js';
-import { DEFAULT_LINUX_MEM, processInput, runLinux, type GuestInput } from './machine/linux.js';
+import { DEFAULT_LINUX_MEM, processInput, runLinux, runPcGuest, type GuestInput } from './machine/linux.js';
 import { isMultibootKernelFile, runMultiboot } from './machine/multiboot.js';
 import { DEFAULT_BIOS_MEM, parseDiskSpec, runBios, type DiskSpec } from './machine/bios.js';
 import { runFirmware } from './machine/firmware.js';
 import { NET_SPEC_HELP, VIRTIO_DEVICE_NAMES, openVirtioDevices, parseDeviceName, parseNetSpec, parseVirtioTransport, type VirtioConfig } from './machine/virtio-config.js';
 import type { PcVirtioOptions } from './machine/virtio.js';
+import { addMonitorCommand } from './monitor/command.js';
+import { PcRunSession } from './machine/run-session.js';
+import { pcOptionsFromSnapshot } from './machine/migration-control.js';
 
 /** Where the command writes. Guest serial output goes to `stdout`. */
 export interface CliIo {
@@ -139,6 +142,9 @@ interface RunCliOptions {
   device: string[];
   /** Every --net, in order. */
   net: string[];
+  monitor?: string;
+  restore?: string;
+  incoming?: string;
 }
 
 function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
@@ -180,6 +186,9 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
     .option('--net <backend>', `add a virtio-net NIC: ${NET_SPEC_HELP} (none: not connected to anything; repeat for more)`, (spec: string, all: string[]) => [...all, spec], [] as string[])
     .option('--boot <n>', 'with --disk: boot the n-th disk (0 = the first --disk); the others follow in order')
     .option('--bios <file>', "boot this PC firmware image (e.g. SeaBIOS's bios.bin) instead of kvmts's BIOS; its disks are virtio (--disk FILE,if=virtio)")
+    .option('--monitor <address>', 'with --kernel, --restore or --incoming: serve the JSON monitor on unix:PATH or tcp:HOST:PORT (see kvmts monitor)')
+    .option('--restore <file>', 'resume the PC guest saved in a snapshot FILE (monitor snapshot-save); give the same --disk/--net/--device options')
+    .option('--incoming <address>', 'wait on tcp:HOST:PORT for a live migration (monitor migrate) and run the guest it brings; give the source\'s --mem and virtio options')
     .option('--mem <size>', `guest RAM size (K, M or G suffix; default ${DEFAULT_MEM}, ${formatSize(DEFAULT_LINUX_MEM)} with --kernel)`)
     .addHelpText('after', EXIT_STATUS_HELP)
     .action(async (opts: RunCliOptions) => {
@@ -191,6 +200,49 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
       const extraDevices = opts.device.map(parseDeviceName);
       const nets = opts.net.map(parseNetSpec);
       const virtioConfig = (disks: readonly DiskSpec[]): VirtioConfig => ({ disks, nets, devices: extraDevices, consoleOutput: (data) => io.stdout(data) });
+      if (opts.restore !== undefined || opts.incoming !== undefined) {
+        if (opts.restore !== undefined && opts.incoming !== undefined) throw new CliError('use either --restore FILE or --incoming ADDRESS, not both');
+        if (opts.kernel !== undefined || opts.raw !== undefined || opts.demo || opts.bios !== undefined) {
+          throw new CliError('--restore and --incoming bring their own guest: they cannot be combined with --kernel, --raw, --demo or --bios');
+        }
+        if (opts.incoming !== undefined && !/^tcp:/.test(opts.incoming)) throw new CliError(`invalid --incoming '${opts.incoming}': expected tcp:HOST:PORT`);
+        if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
+        const disks = opts.disk.map((d) => parseDiskSpec(d, 'virtio'));
+        let shape: { memSize: number; irqchip?: 'kernel' | 'userspace'; clockMode: 'host' | 'instructions'; debugExit: boolean } = {
+          memSize: parseSize(opts.mem ?? formatSize(DEFAULT_LINUX_MEM), '--mem'),
+          clockMode: opts.clock as 'host' | 'instructions',
+          debugExit: opts.debugExit === true,
+        };
+        if (opts.restore !== undefined) {
+          try {
+            const s = await pcOptionsFromSnapshot(opts.restore);
+            shape = { memSize: s.memSize, irqchip: s.irqchip, clockMode: s.clockMode ?? 'host', debugExit: s.debugExit ?? false };
+          } catch (err) {
+            throw new CliError(`cannot restore '${opts.restore}': ${err instanceof Error ? err.message : String(err)}`);
+          }
+        }
+        await withVirtio(virtioConfig(disks), transport, (virtio) =>
+          withSession(opts, shape.memSize, io, async (session) => {
+            const machine = {
+              ...shape,
+              // The guest's kernel is not at hand: a reset ends the run.
+              noReboot: true,
+              noAcpi: opts.acpi === false,
+              stats: opts.stats === true,
+              ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
+              ...(virtio ? { virtio } : {}),
+              session,
+            };
+            setStatus(
+              await runPcGuest(machine, io, io.input, () => {
+                throw new CliError('nothing to boot: the guest came from --restore/--incoming');
+              }),
+            );
+          }),
+        );
+        return;
+      }
+      if (opts.monitor !== undefined && opts.kernel === undefined) throw new CliError('--monitor needs a PC guest started with --kernel, --restore or --incoming');
       if (opts.bios !== undefined) {
         if (opts.kernel !== undefined || opts.raw !== undefined || opts.demo) throw new CliError('--bios boots a firmware image: it cannot be combined with --kernel, --raw or --demo');
         if (opts.boot !== undefined) throw new CliError('--boot is for kvmts\'s BIOS: with --bios the firmware chooses');
@@ -241,7 +293,9 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
             return;
           }
           const initrd = opts.initrd[0];
-          setStatus(await runLinux({ ...machine, kernel, ...(initrd !== undefined ? { initrd } : {}), append: opts.append }, io, io.input));
+          await withSession(opts, memSize, io, async (session) => {
+            setStatus(await runLinux({ ...machine, kernel, ...(initrd !== undefined ? { initrd } : {}), append: opts.append, session }, io, io.input));
+          });
         });
         return;
       }
@@ -290,6 +344,7 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
     });
 
   addGuestCommands(program, io, setStatus);
+  addMonitorCommand(program, io, setStatus);
 
   return program;
 }
@@ -312,6 +367,25 @@ async function withVirtio(
     await run({ ...(transport ? { transport } : {}), devices: opened.devices });
   } finally {
     await opened.close();
+  }
+}
+
+/**
+ * Opens the session of a PC run (the monitor with --monitor; --restore/--incoming), runs `run`
+ * with it and closes it afterwards (an open monitor would keep the process alive).
+ */
+async function withSession(opts: RunCliOptions, memSize: number, io: CliIo, run: (session: PcRunSession) => Promise<void>): Promise<void> {
+  const session = await PcRunSession.open({
+    memSize,
+    log: (text) => io.stderr(text),
+    ...(opts.monitor !== undefined ? { monitor: opts.monitor } : {}),
+    ...(opts.restore !== undefined ? { restore: opts.restore } : {}),
+    ...(opts.incoming !== undefined ? { incoming: opts.incoming } : {}),
+  });
+  try {
+    await run(session);
+  } finally {
+    await session.close();
   }
 }
 

@@ -43,7 +43,7 @@ const sum = (d: Uint8Array) => multibootModuleChecksum(d).toString(16).toUpperCa
 /** Writes a test kernel expecting the CLI's command line (its own path, then APPEND). */
 function writeKernel(file: string, format: 'elf' | 'aout-kludge'): string {
   const path = join(dir, file);
-  writeFileSync(path, buildMultibootTestKernel({ format, expectedCmdline: `${path} ${APPEND}`, expectedModules: [modA, modB] }));
+  writeFileSync(path, buildMultibootTestKernel({ format, expectedCmdline: `${path} ${APPEND}`, expectedModules: [modA, modB], expectRsdp: true }));
   return path;
 }
 
@@ -63,7 +63,8 @@ describe('kvmts run --kernel with a Multiboot kernel', () => {
     expect(lines, context).toContain("loader='kvmts'");
     expect(r.stdout, context).not.toContain('FAIL');
     expect(lines, context).toContain(MULTIBOOT_TEST_PASS);
-    expect(r.stderr, context).toBe('');
+    // Only the exit summary: no warnings.
+    expect(r.stderr, context).toMatch(/^kvmts: exit: debug-exit port written with 0; ran [\d.]+ s, \d+ instructions \([\d.]+ MIPS\)\n$/);
     expect(r.status, context).toBe(0);
   });
 
@@ -75,6 +76,14 @@ describe('kvmts run --kernel with a Multiboot kernel', () => {
     expect(r.stdout, context).toContain('FAIL: module count is not 2');
     expect(r.stdout, context).toContain('multiboot-test: FAIL, failed checks: 2');
     expect(r.status, context).toBe(2);
+  });
+
+  it('finds no RSDP to scan for when the machine has no ACPI tables (--no-acpi)', async () => {
+    const kernel = writeKernel('kernel-noacpi.bin', 'elf');
+    const r = await run(['run', '--kernel', kernel, '--initrd', modAPath, '--initrd', modBPath, '--append', APPEND, '--mem', '32M', '--debug-exit', '--no-acpi']);
+    const context = `status ${String(r.status)}\n--- stderr\n${r.stderr}\n--- stdout\n${r.stdout}`;
+    expect(r.stdout, context).toContain('FAIL: no ACPI RSDP in 0xE0000-0xFFFFF');
+    expect(r.status, context).toBe(1);
   });
 
   it('reports a broken Multiboot kernel, a module that does not fit, and several initrds for Linux in one line', async () => {

@@ -19,6 +19,10 @@ import { ESCAPE_HELP, EscapeFilter } from './escape.js';
 import { PcMachine } from './pc.js';
 import type { PcVirtioOptions } from './virtio.js';
 import { PcRunLoop, type LoopHost, type LoopOutcome } from './run-loop.js';
+import type { PcRunSession } from './run-session.js';
+
+/** Where a firmware-less boot puts a copy of the RSDP: 16-byte aligned in the BIOS area (0xE0000–0xFFFFF) that E820 reserves, clear of the MP tables at 0xF0000. */
+export const FIRMWARELESS_RSDP_ADDRESS = 0xff000;
 
 /** Smallest RAM `kvmts run --kernel` accepts; the kernel's own checks come on top. */
 export const MIN_LINUX_MEM = 16 * 1024 * 1024;
@@ -45,6 +49,10 @@ export interface LinuxRunOptions {
   stats?: boolean;
   /** Virtio devices (already opened; the caller closes them) and their transport. */
   virtio?: PcVirtioOptions;
+  /** The interrupt controller (default the in-kernel one); a restored snapshot names its own. */
+  irqchip?: 'kernel' | 'userspace';
+  /** Monitor, snapshots and migration around the run loop (the caller closes it). */
+  session?: PcRunSession;
 }
 
 /** Where the guest's console input comes from. */
@@ -234,7 +242,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
           queue.push(r.data);
           if (r.quit) {
             quit = true;
-            loop?.quit();
+            loop?.quit('user');
           }
         } else {
           queue.push(chunk);
@@ -271,6 +279,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
           ...(com2 ? { serial2Output: (byte: number) => com2.sink.push(byte) } : {}),
           clockMode: options.clockMode ?? 'host',
           debugExit: options.debugExit ?? false,
+          ...(options.irqchip ? { irqchip: options.irqchip } : {}),
           ...(options.virtio ? { virtio: options.virtio } : {}),
         });
       } catch (err) {
@@ -280,12 +289,20 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
       let outcome: LoopOutcome;
       // A device that completes work on the event loop (virtio-blk I/O) wakes a halted vCPU.
       if (machine.virtio) machine.virtio.onInterrupt = () => host.wake();
+      const session = options.session;
       try {
-        const acpi = options.noAcpi ? null : machine.acpiTables(options.memSize);
-        for (const w of acpi?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
-        const mp = machine.mpTables();
-        for (const w of mp?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
-        setup(machine, acpi);
+        // --restore / --incoming: the first machine gets its state (RAM included) from there.
+        if (!(await session?.load(machine))) {
+          const acpi = options.noAcpi ? null : machine.acpiTables(options.memSize);
+          for (const w of acpi?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
+          // What a BIOS leaves in its area for OSes that scan for it (Multiboot kernels, Linux
+          // without boot_params' RSDP): the MP tables and a copy of the RSDP. A BIOS boot maps its
+          // own ROM over this and writes its own.
+          const mp = machine.mpTables();
+          for (const w of mp?.writes ?? []) machine.vm.memory.write(w.addr, w.bytes);
+          if (acpi) machine.vm.memory.write(FIRMWARELESS_RSDP_ADDRESS, acpi.rsdp);
+          setup(machine, acpi);
+        }
         const serial = machine.serial;
         const l = new PcRunLoop({
           vcpu: machine.vcpu,
@@ -300,16 +317,19 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
           },
         });
         loop = l;
-        if (quit) l.quit();
+        if (quit) l.quit('user');
+        session?.attach(machine, l, () => host.wake());
         const hostYield = host.yield.bind(host);
         outcome = await l.run({
+          ...(session ? { between: () => session.between() } : {}),
           yield: () => {
             sink.flush();
             return hostYield();
           },
           sleep: (ms) => {
             sink.flush();
-            return host.sleep(ms);
+            // A live migration sends between slices: do not sleep long while it lasts.
+            return host.sleep(session?.busy ? Math.min(ms, 2) : ms);
           },
           // In-flight device work will interrupt the guest: worth waiting for, like input.
           inputOpen: () => host.inputOpen() || (machine.virtio?.busy() ?? false),
@@ -317,6 +337,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
         sink.flush();
         if (outcome.kind === 'internal-error' || outcome.kind === 'unknown-exit') io.stderr(describeVcpu(machine));
       } finally {
+        session?.detach();
         loop = null;
         instructions += machine.vcpu.stats().instructions;
         machine.close();
@@ -349,7 +370,9 @@ function finish(outcome: LoopOutcome, options: PcRunOptions, io: LinuxRunIo, boo
     case 'debug-exit':
       return outcome.value & 0xff;
     case 'quit':
-      io.stderr('\r\nkvmts: terminated by the user (Ctrl-A X)\n');
+      if (outcome.reason === 'migrated') io.stderr('kvmts: the guest migrated to the destination; stopping here\n');
+      else if (outcome.reason === 'monitor') io.stderr('kvmts: terminated by the monitor (quit)\n');
+      else io.stderr('\r\nkvmts: terminated by the user (Ctrl-A X)\n');
       return ExitStatus.Ok;
     case 'reset':
     case 'shutdown': {
@@ -381,7 +404,7 @@ function describeOutcome(outcome: LoopOutcome): string {
   switch (outcome.kind) {
     case 'poweroff': return 'guest powered off (ACPI S5)';
     case 'debug-exit': return `debug-exit port written with ${outcome.value}`;
-    case 'quit': return 'quit by the user';
+    case 'quit': return outcome.reason === 'migrated' ? 'guest migrated away' : outcome.reason === 'monitor' ? 'quit from the monitor' : 'quit by the user';
     case 'reset': return `guest reset (${outcome.source})`;
     case 'shutdown': return 'triple fault (shutdown)';
     case 'halted': return 'guest halted with interrupts disabled';

@@ -338,7 +338,7 @@ describe('PcRunLoop stops', () => {
   it('quit() stops at the next exit', () => {
     const { loop } = setup([exit(KVM_EXIT_INTR)]);
     loop.quit();
-    expect(loop.runSlice()).toEqual({ kind: 'stop', outcome: { kind: 'quit' } });
+    expect(loop.runSlice()).toEqual({ kind: 'stop', outcome: { kind: 'quit', reason: 'user' } });
   });
 
   it('dispatches port I/O to the bus', () => {

@@ -97,8 +97,11 @@ export type LoopOutcome =
   | { readonly kind: 'shutdown' }
   | { readonly kind: 'internal-error'; readonly suberror: number; readonly message: string }
   | { readonly kind: 'unknown-exit'; readonly reason: number }
-  /** The user quit (Ctrl-A X) or the host asked to stop. */
-  | { readonly kind: 'quit' };
+  /** The user quit (Ctrl-A X) or the host asked to stop (see {@link QuitReason}). */
+  | { readonly kind: 'quit'; readonly reason?: QuitReason };
+
+/** Who ended the run with {@link PcRunLoop.quit}: the user (Ctrl-A X), the monitor's `quit`, or a completed live migration. */
+export type QuitReason = 'user' | 'monitor' | 'migrated';
 
 /** The result of one {@link PcRunLoop.runSlice}. */
 export type SliceResult =
@@ -116,6 +119,11 @@ export interface LoopHost {
   sleep(ms: number): Promise<void>;
   /** Whether input may still arrive (a halted guest with no timer waits for it). */
   inputOpen(): boolean;
+  /**
+   * Work that must not overlap guest execution (snapshots, migration steps), run before every
+   * slice and whenever a paused loop is {@link PcRunLoop.kick}ed.
+   */
+  between?(): Promise<void>;
 }
 
 /** Counters, for the curious and for tests. */
@@ -131,16 +139,44 @@ export class PcRunLoop {
   readonly stats: LoopStats = { exits: 0, interrupts: 0, halts: 0, windowRequests: 0 };
   private readonly exits: ExitDispatcher;
   private readonly hostMs: () => number;
-  private quitRequested = false;
+  private quitRequested: QuitReason | null = null;
+  private pausedFlag = false;
+  private pauseWaiter: (() => void) | null = null;
 
   constructor(private readonly parts: PcRunLoopParts) {
     this.exits = new ExitDispatcher(parts.vcpu.runData, parts.io, parts.mmio);
     this.hostMs = parts.hostMs ?? (() => performance.now());
   }
 
-  /** Stop at the next exit with outcome `quit`. */
-  quit(): void {
-    this.quitRequested = true;
+  /** Stop at the next exit (or at once when paused) with outcome `quit`. */
+  quit(reason: QuitReason = 'user'): void {
+    this.quitRequested = reason;
+    this.kick();
+  }
+
+  /**
+   * Stop running the vCPU after the current slice (the caller stops guest time if it wants to):
+   * {@link run} then waits, running only the host's `between` hook, until {@link resume} or
+   * {@link quit}.
+   */
+  pause(): void {
+    this.pausedFlag = true;
+  }
+
+  resume(): void {
+    this.pausedFlag = false;
+    this.kick();
+  }
+
+  get paused(): boolean {
+    return this.pausedFlag;
+  }
+
+  /** Wake a paused {@link run} so that it runs the host's `between` hook once (queued work). */
+  kick(): void {
+    const w = this.pauseWaiter;
+    this.pauseWaiter = null;
+    w?.();
   }
 
   /**
@@ -234,6 +270,11 @@ export class PcRunLoop {
   async run(host: LoopHost, sliceMs = 20): Promise<LoopOutcome> {
     const clock = this.parts.clock;
     for (;;) {
+      if (host.between) await host.between();
+      while (this.pausedFlag && this.quitRequested === null) {
+        await new Promise<void>((resolve) => (this.pauseWaiter = resolve));
+        if (host.between) await host.between();
+      }
       const r = this.runSlice(sliceMs);
       if (r.kind === 'stop') return r.outcome;
       if (r.kind === 'yield') {
@@ -257,9 +298,10 @@ export class PcRunLoop {
   }
 
   private takeStop(): LoopOutcome | null {
-    if (this.quitRequested) {
-      this.quitRequested = false;
-      return { kind: 'quit' };
+    if (this.quitRequested !== null) {
+      const reason = this.quitRequested;
+      this.quitRequested = null;
+      return { kind: 'quit', reason };
     }
     return this.parts.takeStop?.() ?? null;
   }

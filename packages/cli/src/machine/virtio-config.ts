@@ -6,7 +6,10 @@
  */
 
 import {
+  DhcpServer,
   NetSwitch,
+  StreamSocketNetBackend,
+  VirtioBalloon,
   NullNetBackend,
   VirtioBlock,
   VirtioBlockError,
@@ -21,19 +24,19 @@ import type { DiskSpec } from './bios.js';
 import type { VirtioTransportKind } from './virtio.js';
 
 /** The devices `--device` adds (named as QEMU's, without the transport suffix). */
-export const VIRTIO_DEVICE_NAMES = ['virtio-rng', 'virtio-console'] as const;
+export const VIRTIO_DEVICE_NAMES = ['virtio-rng', 'virtio-console', 'virtio-balloon'] as const;
 export type VirtioDeviceName = (typeof VIRTIO_DEVICE_NAMES)[number];
 
 /** One `--net`: a virtio-net NIC and what its cable is plugged into. */
 export type NetSpec =
   /** Plugged into nothing: frames from the guest are dropped, none arrive. */
   | { readonly kind: 'none'; readonly mac?: string }
-  /** A port of an in-process switch; NICs naming the same switch see each other. */
-  | { readonly kind: 'switch'; readonly name: string; readonly mac?: string }
+  /** A port of an in-process switch; NICs naming the same switch see each other; `dhcp`: a DHCP server (10.0.2.2, leases from 10.0.2.15) is on it. */
+  | { readonly kind: 'switch'; readonly name: string; readonly dhcp?: boolean; readonly mac?: string }
   /** A stream socket to another kvmts (or anything speaking the framing), connecting or listening. */
   | { readonly kind: 'socket'; readonly host: string; readonly port: number; readonly listen: boolean; readonly mac?: string };
 
-export const NET_SPEC_HELP = 'none|switch:NAME|socket:HOST:PORT[,listen][,mac=52:54:00:xx:xx:xx]';
+export const NET_SPEC_HELP = 'none|switch:NAME[,dhcp]|socket:HOST:PORT[,listen][,mac=52:54:00:xx:xx:xx]';
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
@@ -55,6 +58,7 @@ export function parseNetSpec(spec: string): NetSpec {
   const [backend = '', ...opts] = spec.split(',');
   let mac: string | undefined;
   let listen = false;
+  let dhcp = false;
   for (const opt of opts) {
     if (opt.startsWith('mac=')) {
       mac = opt.slice(4);
@@ -62,17 +66,20 @@ export function parseNetSpec(spec: string): NetSpec {
       if ((parseInt(mac.slice(0, 2), 16) & 1) !== 0) throw new CliError(`invalid MAC address '${mac}' in --net '${spec}': a multicast address cannot be a NIC's`);
     } else if (opt === 'listen') {
       listen = true;
+    } else if (opt === 'dhcp') {
+      dhcp = true;
     } else {
       throw new CliError(`invalid --net option '${opt}' in '${spec}': expected ${NET_SPEC_HELP}`);
     }
   }
   const withMac = mac !== undefined ? { mac } : {};
   if (listen && !backend.startsWith('socket:')) throw new CliError(`invalid --net '${spec}': 'listen' is for socket:HOST:PORT`);
+  if (dhcp && !backend.startsWith('switch:')) throw new CliError(`invalid --net '${spec}': 'dhcp' is for switch:NAME`);
   if (backend === 'none') return { kind: 'none', ...withMac };
   if (backend.startsWith('switch:')) {
     const name = backend.slice(7);
     if (!/^[\w.-]+$/.test(name)) throw new CliError(`invalid --net '${spec}': switch:NAME takes letters, digits, '.', '-' and '_'`);
-    return { kind: 'switch', name, ...withMac };
+    return { kind: 'switch', name, ...(dhcp ? { dhcp } : {}), ...withMac };
   }
   if (backend.startsWith('socket:')) {
     const m = /^socket:(.*):(\d+)$/.exec(backend);
@@ -137,6 +144,11 @@ export async function openVirtioDevices(config: VirtioConfig): Promise<OpenedVir
           return new VirtioRng();
         case 'virtio-console':
           return new VirtioConsole({ output: config.consoleOutput });
+        case 'virtio-balloon': {
+          const balloon = new VirtioBalloon();
+          releases.push(() => balloon.dispose());
+          return balloon;
+        }
       }
     });
     return { devices: [...disks, ...nets, ...others], close };
@@ -150,6 +162,8 @@ export async function openVirtioDevices(config: VirtioConfig): Promise<OpenedVir
  * The backend behind a NIC. Other backends plug in here; one that holds host resources pushes
  * its release onto `releases`.
  */
+const dhcpOn = new WeakSet<NetSwitch>();
+
 async function netBackend(spec: NetSpec, switches: Map<string, NetSwitch>, releases: (() => Promise<void> | void)[]): Promise<NetBackend> {
   switch (spec.kind) {
     case 'none':
@@ -157,12 +171,28 @@ async function netBackend(spec: NetSpec, switches: Map<string, NetSwitch>, relea
     case 'switch': {
       let sw = switches.get(spec.name);
       if (sw === undefined) switches.set(spec.name, (sw = new NetSwitch()));
+      // One DHCP server per switch, however many NICs ask for it.
+      if (spec.dhcp && !dhcpOn.has(sw)) {
+        dhcpOn.add(sw);
+        new DhcpServer().connect(sw.createPort());
+      }
       return sw.createPort();
     }
-    case 'socket':
-      // The stream-socket backend is being written in @kvmts/virtio (src/net/socket-backend.ts):
-      // open it here and push its close() onto `releases`.
-      throw new CliError(`--net socket:${spec.host}:${spec.port} is not available yet: this build has no socket backend`);
+    case 'socket': {
+      let backend: StreamSocketNetBackend;
+      if (spec.listen) {
+        try {
+          backend = await StreamSocketNetBackend.listen({ host: spec.host, port: spec.port });
+        } catch (err) {
+          throw new CliError(`cannot listen on ${spec.host}:${spec.port} for --net: ${(err as Error).message}`);
+        }
+      } else {
+        // Connects in the background and reconnects after a loss; frames are dropped meanwhile.
+        backend = StreamSocketNetBackend.connect({ host: spec.host, port: spec.port });
+      }
+      releases.push(() => backend.close());
+      return backend;
+    }
   }
 }
 

@@ -24,6 +24,8 @@ export interface MultibootTestKernelOptions {
   expectedCmdline: string;
   /** The modules the loader must pass, in order (their byte sums are checked). */
   expectedModules?: readonly Uint8Array[];
+  /** Also require an ACPI RSDP ("RSD PTR ", 16-byte aligned) in 0xE0000–0xFFFFF, where OSes scan for it. */
+  expectRsdp?: boolean;
 }
 
 /** The last line of the serial report when every check passed. */
@@ -190,6 +192,18 @@ export function buildMultibootTestKernel(o: MultibootTestKernelOptions): Uint8Ar
   a.or(eax, dword({ base: esi })).add(esi, 4).cmp(esi, sym('file_end', 256)).jb('bss_loop');
   a.test(eax, eax);
   expect('e', 'the bss was not zeroed');
+
+  if (o.expectRsdp) {
+    a.mov(esi, 0xe0000);
+    a.label('rsdp_loop');
+    a.cmp(dword({ base: esi }), 0x20445352).jne('rsdp_next'); // "RSD "
+    a.cmp(dword({ base: esi, disp: 4 }), 0x20525450).je('rsdp_found'); // "PTR "
+    a.label('rsdp_next');
+    a.add(esi, 16).cmp(esi, 0x100000).jb('rsdp_loop');
+    a.label('rsdp_found');
+    a.cmp(esi, 0x100000);
+    expect('b', 'no ACPI RSDP in 0xE0000-0xFFFFF');
+  }
 
   a.label('verdict');
   a.cmp(dword('fails'), 0).jne('failed');
