@@ -1,48 +1,15 @@
-// End-to-end: boot the reference Debian i386 guest through the built CLI (dist/bin.js: the
-// bundle runs about 10x faster than the sources through tsx). The guest comes from
-// $KVMTS_GUEST_DIR or `kvmts guest fetch`'s default directory. Without a guest the test is
-// skipped locally but FAILS when CI is set: CI runs `kvmts guest fetch` first.
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// End-to-end: boot the reference Debian i386 guest through the built CLI (see e2e.ts for where
+// the guest comes from and when the test is skipped).
 import { describe, it, expect } from 'vitest';
-import { defaultGuestDir } from '../src/guest/fetch.js';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const bin = resolve(here, '../dist/bin.js');
-const guestDir = defaultGuestDir();
-const kernel = join(guestDir, 'bzImage');
-const initrd = join(guestDir, 'initramfs.cpio.gz');
-const haveGuest = existsSync(kernel) && existsSync(initrd);
-const haveBin = existsSync(bin);
-const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false';
-
-function run(args: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolvePromise({ status, stdout, stderr });
-    });
-    child.stdin.end();
-  });
-}
+import { guestInitrd as initrd, guestKernel as kernel, guestMissing, runCli as run, skipWithoutGuest } from './e2e.js';
 
 const TIMEOUT = 15 * 60_000;
 
 describe('booting the reference guest', () => {
-  it.skipIf(!inCi && (!haveGuest || !haveBin))(
+  it.skipIf(skipWithoutGuest('the reference guest boot'))(
     'runs /init to GUEST-DONE and ends with status 0 when the guest powers off',
     async () => {
-      expect(haveBin, `${bin} is missing: run 'pnpm run build' first`).toBe(true);
-      expect(haveGuest, `no reference guest in ${guestDir}: run 'kvmts guest fetch' (or set KVMTS_GUEST_DIR)`).toBe(true);
+      expect(guestMissing()).toBe('');
       const r = await run(
         ['run', '--kernel', kernel, '--initrd', initrd, '--append', 'console=ttyS0', '--mem', '256M', '--no-reboot', '--stats'],
         TIMEOUT - 10_000,
@@ -57,6 +24,10 @@ describe('booting the reference guest', () => {
       // poweroff -f went through the ACPI tables and the PM block's S5, not the halt fallback.
       expect(r.stdout, context).toContain('ACPI: PM: Preparing to enter system sleep state S5');
       expect(r.stdout, context).toContain('reboot: Power down');
+      // APIC mode: the local APIC is enabled and interrupts are routed through the I/O APIC.
+      expect(r.stdout, context).toMatch(/Enabling APIC mode/);
+      expect(r.stdout, context).toContain('ACPI: Using IOAPIC for interrupt routing');
+      expect(r.stderr, context).toMatch(/kvmts: exit: guest powered off \(ACPI S5\); ran [\d.]+ s, [\d.]+ G instructions \([\d.]+ MIPS\), GUEST-BOOT-OK after [\d.]+ s/);
       expect(r.status, context).toBe(0);
     },
     TIMEOUT,

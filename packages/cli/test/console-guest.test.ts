@@ -4,34 +4,22 @@
 // `reboot -f` (the machine resets and boots again), then quits with Ctrl-A X.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { defaultGuestDir } from '../src/guest/fetch.js';
+import { bin, guestInitrd as initrd, guestKernel as kernel, guestMissing, inCi, skipWithoutGuest } from './e2e.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const bin = resolve(here, '../dist/bin.js');
-const guestDir = defaultGuestDir();
-const kernel = join(guestDir, 'bzImage');
-const initrd = join(guestDir, 'initramfs.cpio.gz');
-const haveGuest = existsSync(kernel) && existsSync(initrd);
-const haveBin = existsSync(bin);
 const haveScript = existsSync('/usr/bin/script');
-const inCi = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false';
 const TIMEOUT = 15 * 60_000;
 
 /** Quote one word for `sh -c`. */
 const sq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 describe('the serial console of the reference guest', () => {
-  const why = !haveGuest ? `no reference guest in ${guestDir}` : !haveBin ? `${bin} is not built` : !haveScript ? 'util-linux script is missing' : '';
-  if (why && !inCi) console.log(`skipping the console e2e test: ${why}`);
+  const skip = skipWithoutGuest('the console e2e test') || (!inCi && !haveScript && (console.log('skipping the console e2e test: util-linux script is missing'), true));
 
-  it.skipIf(!inCi && why !== '')(
+  it.skipIf(skip)(
     'takes typed commands, resets on reboot -f and boots again, and quits on Ctrl-A X',
     async () => {
-      expect(haveBin, `${bin} is missing: run 'pnpm run build' first`).toBe(true);
-      expect(haveGuest, `no reference guest in ${guestDir}: run 'kvmts guest fetch'`).toBe(true);
+      expect(guestMissing()).toBe('');
       expect(haveScript, '/usr/bin/script (util-linux) is needed to give the CLI a terminal').toBe(true);
       const command = [process.execPath, bin, 'run', '--kernel', kernel, '--initrd', initrd, '--append', 'console=ttyS0 guest.shell=1', '--mem', '256M']
         .map(sq)
