@@ -446,7 +446,7 @@ describe('PIT (8254)', () => {
     expect(z.timers.nextDeadlineNs()).toBe(-1);
   });
 
-  it('coalesces IRQ0 edges that fall due together into one pulse', () => {
+  it('coalesces IRQ0 edges that fall due together into one pulse, and re-injects the lost periods later', () => {
     const h = harness();
     h.out(CTRL, 0x34);
     h.out(CH0, 100);
@@ -454,6 +454,7 @@ describe('PIT (8254)', () => {
     h.irqs.length = 0;
     h.runTo(tickNs(350)); // three periods late, in one timer firing
     expect(h.irqs.map((e) => e.level)).toEqual([false, true]);
+    expect(h.pit.irq0Backlog).toBe(2);
     expect(h.timers.nextDeadlineNs()).toBe(tickNs(401));
     // the floor on timer spacing coalesces the same way
     const f = harness({ minIrqIntervalNs: 1_000_000 });
@@ -464,6 +465,28 @@ describe('PIT (8254)', () => {
     f.runTimersTo(3_500_000);
     // firings at 84.6 µs, then 1, 2 and 3 ms later: four pulses for 41 periods
     expect(f.irqs.map((e) => e.level)).toEqual([false, true, false, true, false, true, false, true]);
+  });
+
+  it('re-injects lost periods between the natural ones, and forgets them when reprogrammed', () => {
+    const h = harness();
+    h.out(CTRL, 0x34);
+    h.out(CH0, 1000 & 0xff);
+    h.out(CH0, 1000 >> 8); // rate generator, 838 µs
+    h.irqs.length = 0;
+    h.runTo(tickNs(3500)); // three periods late
+    expect(h.irqs.filter((e) => e.level)).toHaveLength(1);
+    expect(h.pit.irq0Backlog).toBe(2);
+    h.runTo(tickNs(3500) + 100_000);
+    h.runTo(tickNs(3500) + 200_000);
+    expect(h.irqs.filter((e) => e.level)).toHaveLength(3);
+    expect(h.pit.irq0Backlog).toBe(0);
+    h.runTo(tickNs(4001)); // the next natural period
+    expect(h.irqs.filter((e) => e.level)).toHaveLength(4);
+    h.runTo(tickNs(9500));
+    expect(h.pit.irq0Backlog).toBe(4);
+    h.out(CTRL, 0x30);
+    expect(h.pit.irq0Backlog).toBe(0);
+    expect(h.pit.save().irq0Backlog).toBe(0);
   });
 
   it('reports edges already due before a write changes channel 0', () => {

@@ -46,6 +46,10 @@ const STATUS_NULL = 0x40;
  * one interrupt, as a late timer would.
  */
 const DEFAULT_MIN_IRQ_INTERVAL_NS = 20_000;
+/** Lost channel-0 periods kept for re-injection at most (a few seconds' worth at Linux's rates). */
+const MAX_BACKLOG = 1000;
+/** Guest time between two re-injected ticks: room for the guest to take and acknowledge each. */
+const REINJECT_SPACING_NS = 100_000;
 
 /** The input-clock tick at guest time `ns`: pulses `1..t` have happened by then. Exact to 2^53 ns. */
 export function pitTicksAt(ns: number): number {
@@ -119,6 +123,8 @@ export interface PitState {
   irq0FiredNs: number;
   /** Deadline of the channel-0 timer (guest ns), or -1. */
   irq0DeadlineNs: number;
+  /** Channel-0 periods that passed unreported and are still to be delivered (absent: 0). */
+  irq0Backlog?: number;
 }
 
 /** Options for {@link Pit}. */
@@ -570,6 +576,13 @@ export class Pit implements BusDevice {
   private irqLevel = false;
   private irqTick = 0;
   private irqFiredNs = -Infinity;
+  /**
+   * Rising edges of channel 0 that were coalesced because the host ran the timer late. They
+   * are delivered afterwards, one per {@link REINJECT_SPACING_NS}, as KVM's PIT re-injects
+   * lost ticks: a guest counting timer interrupts (Linux's jiffies, its IO-APIC timer check)
+   * then sees every period even when the host was busy.
+   */
+  private backlog = 0;
 
   constructor(options: PitOptions) {
     this.clock = options.clock ?? options.timers.clock;
@@ -577,7 +590,16 @@ export class Pit implements BusDevice {
     this.minIrqIntervalNs = options.minIrqIntervalNs ?? DEFAULT_MIN_IRQ_INTERVAL_NS;
     this.timer = options.timers.create((now) => {
       this.irqFiredNs = now;
-      this.updateIrq0(pitTicksAt(now));
+      const t = pitTicksAt(now);
+      if (!this.catchUp(t) && this.backlog > 0) {
+        // No period ended now: deliver one that was lost, as a pulse on the line.
+        this.backlog--;
+        const level = this.irqLevel;
+        if (level) this.emit(false);
+        this.emit(true);
+        if (!level) this.emit(false);
+      }
+      this.schedule(t);
     });
     this.irqTick = this.tick();
   }
@@ -675,6 +697,7 @@ export class Pit implements BusDevice {
       irq0Tick: this.irqTick,
       irq0FiredNs: Number.isFinite(this.irqFiredNs) ? this.irqFiredNs : -1,
       irq0DeadlineNs: this.timer.deadlineNs,
+      irq0Backlog: this.backlog,
     };
   }
 
@@ -696,8 +719,11 @@ export class Pit implements BusDevice {
     this.counters[0] = fresh[0];
     this.counters[1] = fresh[1];
     this.counters[2] = fresh[2];
+    const backlog = state.irq0Backlog ?? 0;
+    if (!Number.isInteger(backlog) || backlog < 0 || backlog > MAX_BACKLOG) throw new RangeError(`pit state: irq0Backlog = ${String(backlog)}`);
     this.irqTick = state.irq0Tick;
     this.irqFiredNs = fired < 0 ? -Infinity : fired;
+    this.backlog = backlog;
     const level = Boolean(state.irq0Level);
     if (level !== this.irqLevel) {
       this.irqLevel = level;
@@ -725,6 +751,11 @@ export class Pit implements BusDevice {
     this.schedule(t);
   }
 
+  /** Channel-0 periods waiting to be re-injected (for tests and statistics). */
+  get irq0Backlog(): number {
+    return this.backlog;
+  }
+
   private emit(level: boolean): void {
     this.irqLevel = level;
     this.irq0?.(level);
@@ -732,31 +763,38 @@ export class Pit implements BusDevice {
 
   /**
    * Report OUT's edges between the last reported tick and `t`, coalesced: the level ends at
-   * OUT's level at `t`, and a rising edge is reported if at least one happened.
+   * OUT's level at `t`, and a rising edge is reported if at least one happened; the rising
+   * edges beyond the first join the backlog. Returns whether a rising edge was reported.
    */
-  private catchUp(t: number): void {
+  private catchUp(t: number): boolean {
     const c = this.counters[0];
     const last = this.irqLevel;
     const final = c.out(t);
-    let rose = false;
+    let rises = 0;
     if (t > this.irqTick) {
-      const c1 = c.nextChange(this.irqTick);
-      if (c1 !== -1 && c1 <= t) {
-        if (!last) rose = true;
-        else {
-          const c2 = c.nextChange(c1);
-          rose = c2 !== -1 && c2 <= t;
-        }
+      // Walk OUT's changes in (irqTick, t], counting rising edges (bounded: a long host stall
+      // is not worth more than MAX_BACKLOG periods).
+      let level = last;
+      let at = this.irqTick;
+      for (let steps = 0; steps < 2 * MAX_BACKLOG + 4; steps++) {
+        const next = c.nextChange(at);
+        if (next === -1 || next > t || next <= at) break;
+        const out = c.out(next);
+        if (out && !level) rises++;
+        level = out;
+        at = next;
       }
+      this.irqTick = t;
     }
-    if (t > this.irqTick) this.irqTick = t;
-    if (rose) {
+    if (rises > 1 && this.irq0 !== undefined) this.backlog = Math.min(MAX_BACKLOG, this.backlog + rises - 1);
+    if (rises > 0) {
       if (last) this.emit(false);
       this.emit(true);
       if (!final) this.emit(false);
     } else if (final !== last) {
       this.emit(final);
     }
+    return rises > 0;
   }
 
   private schedule(t: number): void {
@@ -764,12 +802,15 @@ export class Pit implements BusDevice {
     const c = this.counters[0];
     let edge = c.nextChange(t);
     if (edge === -1) {
+      // The counter stopped (reprogrammed, gated): lost periods of the old setting are moot.
+      this.backlog = 0;
       this.timer.disarm();
       return;
     }
     // A one-pulse low strobe is delivered whole at its rising edge.
     if (!c.out(edge) && c.nextChange(edge) === edge + 1) edge += 1;
-    const deadline = Math.max(pitTickNs(edge), this.irqFiredNs + this.minIrqIntervalNs);
+    let deadline = Math.max(pitTickNs(edge), this.irqFiredNs + this.minIrqIntervalNs);
+    if (this.backlog > 0) deadline = Math.min(deadline, Math.max(pitTickNs(t), this.irqFiredNs + Math.max(REINJECT_SPACING_NS, this.minIrqIntervalNs)));
     this.timer.arm(deadline);
   }
 }

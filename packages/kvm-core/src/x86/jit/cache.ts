@@ -28,9 +28,13 @@ interface Entry {
   source: Uint8Array | null;
   /** The `runSerial` of the vCPU when the bytes were last checked. */
   verified: number;
-  /** The block that ran right after this one last time, followed without a lookup. */
+  /**
+   * The two blocks that most recently ran right after this one (a block with a conditional
+   * branch has two ways out), followed without a lookup.
+   */
   succ: Entry | null;
-  /** The vCPU's tlbGeneration when `succ` was linked: a changed linear-to-physical map breaks the link. */
+  succ2: Entry | null;
+  /** The vCPU's tlbGeneration when the successors were linked: a changed linear-to-physical map breaks the links. */
   succGen: number;
 }
 
@@ -55,7 +59,7 @@ export class BlockCache {
     const csBase = c.segBase[1]!, code32 = c.code32, csLimit = c.segLimit[1]!;
     let e = map.get(offset);
     if (e === undefined || e.eip !== eip || e.csBase !== csBase || e.code32 !== code32 || e.csLimit !== csLimit) {
-      e = { fn: null, hits: 0, eip, csBase, code32, csLimit, uncompilable: false, source: null, verified: 0, succ: null, succGen: -1 };
+      e = { fn: null, hits: 0, eip, csBase, code32, csLimit, uncompilable: false, source: null, verified: 0, succ: null, succ2: null, succGen: -1 };
       map.set(offset, e);
     }
     if (e.fn !== null) {
@@ -67,7 +71,7 @@ export class BlockCache {
         e.verified = c.runSerial;
       }
       const last = this.last;
-      if (last !== null) { last.succ = e; last.succGen = c.tlbGeneration; }
+      if (last !== null) link(last, e, c.tlbGeneration);
       c.jitStale = false;
       e.fn(c);
       this.last = this.chain(c, e);
@@ -94,9 +98,14 @@ export class BlockCache {
   private chain(c: X86Cpu, from: Entry): Entry {
     let cur = from;
     while (c.budget > 0 && !c.eventPending && !c.jitStale) {
-      const s = cur.succ;
-      if (s === null || s.fn === null || s.eip !== c.eip || cur.succGen !== c.tlbGeneration || s.verified !== c.runSerial ||
-        s.csBase !== c.segBase[1] || s.code32 !== c.code32 || s.csLimit !== c.segLimit[1]) break;
+      if (cur.succGen !== c.tlbGeneration) break;
+      const eip = c.eip;
+      let s = cur.succ;
+      if (s === null || s.eip !== eip) {
+        s = cur.succ2;
+        if (s === null || s.eip !== eip) break;
+      }
+      if (s.fn === null || s.verified !== c.runSerial || s.csBase !== c.segBase[1] || s.code32 !== c.code32 || s.csLimit !== c.segLimit[1]) break;
       s.fn(c);
       cur = s;
     }
@@ -158,6 +167,18 @@ export class BlockCache {
     this.bySlot.length = 0;
     this.codePages.length = 0;
     this.pageBlocks.clear();
+  }
+}
+
+/** Records that `to` ran right after `from`, keeping the two most recent distinct successors. */
+function link(from: Entry, to: Entry, gen: number): void {
+  if (from.succGen !== gen) {
+    from.succ = to;
+    from.succ2 = null;
+    from.succGen = gen;
+  } else if (from.succ !== to) {
+    from.succ2 = from.succ;
+    from.succ = to;
   }
 }
 

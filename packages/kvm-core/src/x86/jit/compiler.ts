@@ -109,6 +109,15 @@ class Decoder {
   }
 }
 
+/**
+ * A conditional branch inside a block: taken, it retires the branch and leaves the block at the
+ * target; not taken, the block goes on with the next instruction (EIP already points there).
+ * Blocks so run on along the fall-through path instead of ending at every branch.
+ */
+function sideExit(cc: number, target: number): string {
+  return `if (c.cond(${cc})) { c.eip = ${target}; c.budget--; return; }`;
+}
+
 /** Thrown by the decoder at the end of the page: the block stops before the instruction. */
 const END = { end: true };
 
@@ -198,8 +207,7 @@ function compileInsn(d: Decoder, ctx: Ctx, csLimit: number): 'next' | 'end' | 's
     const rel = d.s8();
     const t = target(d.pos + rel);
     if (t === null) return 'stop';
-    body.push(`if (c.cond(${op & 0xf})) c.eip = ${t};`);
-    result = 'end';
+    body.push(sideExit(op & 0xf, t));
   } else if (op === 0x80 || op === 0x81 || op === 0x83) {
     const r = d.modrm(insn);
     const size = op === 0x80 ? 8 : V;
@@ -288,8 +296,7 @@ function compileInsn(d: Decoder, ctx: Ctx, csLimit: number): 'next' | 'end' | 's
       const rel = insn.op32 ? d.s32() : (d.u16() << 16) >> 16;
       const t = target(d.pos + rel);
       if (t === null) return 'stop';
-      body.push(`if (c.cond(${op2 & 0xf})) c.eip = ${t};`);
-      result = 'end';
+      body.push(sideExit(op2 & 0xf, t));
     } else if (op2 >= 0x90 && op2 <= 0x9f) {
       const r = d.modrm(insn);
       body.push(wr(8, r, `c.cond(${op2 & 0xf}) ? 1 : 0`));
