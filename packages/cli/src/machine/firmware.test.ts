@@ -63,7 +63,7 @@ describe('kvmts run --bios: the firmware image', () => {
     expect(firmwareImageProblem(32 << 20)).toMatch(/larger than/);
   });
 
-  it('gives the firmware fw_cfg with the RAM, one CPU, etc/e820, boot-fail-wait and COM1 as the serial console', () => {
+  it('gives the firmware fw_cfg with the RAM, one CPU, the IRQ 0 override, etc/e820, boot-fail-wait and COM1 as the serial console', () => {
     const fwCfg = pcFwCfg(64 << 20);
     const u = (key: number): DataView => {
       const b = fwCfg.item(key)!;
@@ -71,6 +71,7 @@ describe('kvmts run --bios: the firmware image', () => {
     };
     expect(u(FwCfgKey.ramSize).getBigUint64(0, true)).toBe(BigInt(64 << 20));
     expect(u(FwCfgKey.nbCpus).getUint16(0, true)).toBe(1);
+    expect(u(FwCfgKey.irq0Override).getUint32(0, true)).toBe(1);
     const dir = u(FwCfgKey.fileDir);
     const names = Array.from({ length: dir.getUint32(0, false) }, (_, i) =>
       new TextDecoder().decode(new Uint8Array(dir.buffer, dir.byteOffset + 4 + i * 64 + 8, 56)).replace(/\0+$/, ''),

@@ -20,7 +20,7 @@
 
 import type { BusDevice } from '@kvmts/kvm-core';
 import { KVM_MEM_READONLY, type VmFd } from '@kvmts/kvm-core';
-import { FW_CFG_PORT, FW_CFG_PORT_LEN, FwCfg, fwCfgE820, fwCfgU32 } from '@kvmts/devices';
+import { FW_CFG_PORT, FW_CFG_PORT_LEN, FwCfg, FwCfgKey, fwCfgE820, fwCfgU32 } from '@kvmts/devices';
 import { formatSize } from '../args.js';
 import { addAcpiFiles } from './firmware-acpi.js';
 import { CliError } from '../errors.js';
@@ -76,6 +76,9 @@ export function mapFirmwareImage(vm: VmFd, image: Uint8Array): void {
 /** The fw_cfg items a PC firmware reads at POST. */
 export function pcFwCfg(ramSize: number): FwCfg {
   const fwCfg = new FwCfg({ ramSize, cpus: 1 });
+  // The PIT's IRQ 0 reaches the I/O APIC on pin 2 (PcMachine's irqchip), which SeaBIOS's MP
+  // table states only when told so.
+  fwCfg.setItem(FwCfgKey.irq0Override, fwCfgU32(1));
   fwCfg.addFile('etc/e820', fwCfgE820([{ addr: 0, size: ramSize, type: 1 }]));
   fwCfg.addFile('etc/boot-fail-wait', fwCfgU32(BOOT_FAIL_WAIT_MS));
   fwCfg.addFile('etc/sercon-port', Uint8Array.of(COM1 & 0xff, COM1 >> 8));

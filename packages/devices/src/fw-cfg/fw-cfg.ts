@@ -32,6 +32,8 @@ export const FwCfgKey = {
   fileDir: 0x19,
   /** The first key handed to a file. */
   fileFirst: 0x20,
+  /** x86 (arch-local): 1 when ISA IRQ 0 reaches the I/O APIC on pin 2, as firmware's MP table must then say. */
+  irq0Override: 0x8002,
 } as const;
 
 /** FW_CFG_ID bit: the traditional (port) interface. */
