@@ -71,7 +71,7 @@ unless --no-reboot is given.
 
 Virtio (with --kernel, or beside BIOS disks): --disk FILE[,ro] is a virtio-blk disk with
 --kernel (if=virtio is the default there); --net adds a virtio-net NIC, --device adds
-virtio-rng or virtio-console (hvc0, its output goes to stdout). They sit on PCI slots 2, 3,
+virtio-rng, virtio-console (hvc0, its output goes to stdout) or virtio-balloon. They sit on PCI slots 2, 3,
 ... in the order disks, NICs, --devices, or with --virtio-transport mmio in virtio-mmio
 windows at 0xd0000000 + n*0x200 (announced to Linux by an ACPI SSDT).
 
@@ -88,6 +88,7 @@ Exit status of 'kvmts run':
   2    the guest triple-faulted (shutdown)
   3    the vCPU stopped with an internal error (e.g. an unsupported instruction)
   64   bad command line or unusable input
+  69   --incoming: the live migration failed (the source keeps running)
   70   an internal failure of kvmts itself`;
 
 /**

@@ -29,7 +29,7 @@ import { describeFsError } from '../image.js';
 import { decompressMember, extractDeb } from './deb.js';
 import { type Runner, type RunResult, findOnPath, isRoot, lastLine, runHostCommand } from './host.js';
 import { buildDiskImage, buildInitramfs } from './initramfs.js';
-import { INIT_SCRIPT } from './init-script.js';
+import { INITRAMFS_RECIPE } from './init-script.js';
 import { modinfoDepends, moduleName, parseModulesDep, readModinfo, resolveLoadOrder } from './modules.js';
 
 /** The virtio drivers the guest loads (with their dependencies). */
@@ -122,8 +122,8 @@ export function checkExistingGuest(dir: string): Record<string, string> | undefi
     return undefined;
   }
   const sums = parseSums(versions);
-  // A guest built with another /init is stale: rebuild it (the .deb files are kept).
-  if (!versions.split('\n').includes(`init_sha256=${sha256(Buffer.from(INIT_SCRIPT))}`)) return undefined;
+  // A guest built with another /init or other busybox applets is stale: rebuild it (the .deb files are kept).
+  if (!versions.split('\n').includes(`init_sha256=${sha256(Buffer.from(INITRAMFS_RECIPE))}`)) return undefined;
   const out: Record<string, string> = {};
   for (const f of GUEST_FILES) {
     const want = sums.get(f);
@@ -482,7 +482,7 @@ export async function fetchGuest(options: FetchOptions, host: FetchHost): Promis
       `modules=${modules.map((m) => m.name).join(' ')}`,
       `SOURCE_DATE_EPOCH=${epoch}`,
       `initramfs_cpio_sha256=${sha256(initramfs.cpio)}`,
-      `init_sha256=${sha256(Buffer.from(INIT_SCRIPT))}`,
+      `init_sha256=${sha256(Buffer.from(INITRAMFS_RECIPE))}`,
       ...GUEST_FILES.map((f) => `${sums[f]}  ${f}`),
       '',
     ].join('\n');

@@ -278,3 +278,21 @@ describe('monitor commands', () => {
     call('migrate-cancel', {});
   });
 });
+
+describe('PcMigratable.pause', () => {
+  it('fires the timers already due, so that a deadline the loop slept until is not saved as lost', () => {
+    const machine = new PcMachine({ memSize: 2 << 20, irqchip: 'kernel', clockMode: 'instructions' });
+    open.add(machine);
+    const fired: number[] = [];
+    const due = machine.vm.timers.create((now) => fired.push(now));
+    const later = machine.vm.timers.create((now) => fired.push(-now));
+    const now = machine.vm.clock.nowNs();
+    due.arm(now);
+    later.arm(now + 1e9);
+    const target = new PcMigratable(machine);
+    target.pause();
+    expect(fired).toEqual([now]);
+    expect(machine.vm.timers.nextDeadlineNs()).toBe(now + 1e9);
+    target.resume();
+  });
+});

@@ -117,6 +117,12 @@ export class PcMigratable implements MigratableMachine {
   /** Stops guest time; the caller must not run the vCPU until {@link resume}. */
   pause(): void {
     this.machine.vm.clock.pause();
+    // Fire the timers that are due at the paused instant: a timer whose deadline has passed but
+    // that the run loop has not fired yet (it was sleeping until that deadline) would be saved as
+    // expired-with-nothing-pending (a LAPIC current count of 0) and never fire on the
+    // destination, leaving a halted guest asleep for good. Fired now, its interrupt is in the
+    // saved interrupt-controller state instead.
+    this.machine.vm.timers.runDue();
     this.isPaused = true;
   }
 

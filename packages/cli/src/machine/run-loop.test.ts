@@ -335,6 +335,30 @@ describe('PcRunLoop stops', () => {
     expect(setup([exit(99)]).loop.runSlice()).toEqual({ kind: 'stop', outcome: { kind: 'unknown-exit', reason: 99 } });
   });
 
+  it('pause() holds run() between slices, running only between(); resume() and quit() release it', async () => {
+    const { loop, vcpu } = setup([exit(KVM_EXIT_INTR), exit(KVM_EXIT_INTR), halt(0)]);
+    let betweens = 0;
+    loop.pause();
+    const host: LoopHost = { yield: async () => {}, sleep: async () => {}, inputOpen: () => false, between: async () => void betweens++ };
+    const running = loop.run(host);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(loop.paused).toBe(true);
+    expect(vcpu.remaining).toBe(3);
+    loop.kick();
+    await new Promise((r) => setTimeout(r, 5));
+    expect(betweens).toBe(2);
+    expect(vcpu.remaining).toBe(3);
+    loop.resume();
+    expect(await running).toEqual({ kind: 'halted', rip: 0x1000 });
+    expect(vcpu.remaining).toBe(0);
+
+    const second = setup([exit(KVM_EXIT_INTR)]);
+    second.loop.pause();
+    const quitting = second.loop.run({ yield: async () => {}, sleep: async () => {}, inputOpen: () => false });
+    second.loop.quit('monitor');
+    expect(await quitting).toEqual({ kind: 'quit', reason: 'monitor' });
+  });
+
   it('quit() stops at the next exit', () => {
     const { loop } = setup([exit(KVM_EXIT_INTR)]);
     loop.quit();

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VirtioBlock, VirtioConsole, VirtioNet, VirtioRng } from '@kvmts/virtio';
+import { VirtioBalloon, VirtioBlock, VirtioConsole, VirtioNet, VirtioRng } from '@kvmts/virtio';
 import { CliError } from '../errors.js';
 import { main, type CliIo } from '../main.js';
 import { openVirtioDevices, parseDeviceName, parseNetSpec, parseVirtioTransport } from './virtio-config.js';
@@ -16,6 +16,8 @@ describe('virtio command-line specs', () => {
     expect(parseNetSpec('switch:lan0,mac=52:54:00:AA:bb:01')).toEqual({ kind: 'switch', name: 'lan0', mac: '52:54:00:AA:bb:01' });
     expect(parseNetSpec('socket:127.0.0.1:5555,listen')).toEqual({ kind: 'socket', host: '127.0.0.1', port: 5555, listen: true });
     expect(parseNetSpec('socket:[::1]:80')).toEqual({ kind: 'socket', host: '::1', port: 80, listen: false });
+    expect(parseNetSpec('switch:lan,dhcp')).toEqual({ kind: 'switch', name: 'lan', dhcp: true });
+    expect(() => parseNetSpec('none,dhcp')).toThrow(/'dhcp' is for switch:NAME/);
   });
 
   it.each([
@@ -35,7 +37,8 @@ describe('virtio command-line specs', () => {
   it('parses --device and --virtio-transport', () => {
     expect(parseDeviceName('virtio-rng')).toBe('virtio-rng');
     expect(parseDeviceName('virtio-console')).toBe('virtio-console');
-    expect(() => parseDeviceName('virtio-gpu')).toThrow(/unknown --device 'virtio-gpu': expected one of virtio-rng, virtio-console/);
+    expect(parseDeviceName('virtio-balloon')).toBe('virtio-balloon');
+    expect(() => parseDeviceName('virtio-gpu')).toThrow(/unknown --device 'virtio-gpu': expected one of virtio-rng, virtio-console, virtio-balloon/);
     expect(parseVirtioTransport('mmio')).toBe('mmio');
     expect(() => parseVirtioTransport('ccw')).toThrow(/expected 'pci' or 'mmio'/);
   });
@@ -74,8 +77,25 @@ describe('openVirtioDevices', () => {
     await expect(openVirtioDevices({ disks: [{ path: dir, readOnly: false, interface: 'virtio' }], nets: [], devices: [], consoleOutput: () => {} })).rejects.toThrow(/not a regular file/);
   });
 
-  it('says the socket backend is not there yet instead of failing later', async () => {
-    await expect(openVirtioDevices({ disks: [], nets: [{ kind: 'socket', host: 'h', port: 1, listen: false }], devices: [], consoleOutput: () => {} })).rejects.toThrow(/no socket backend/);
+  it('opens socket backends (listen and connect), a switch with a DHCP server and the balloon', async () => {
+    const { createServer } = await import('node:net');
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const listening = await openVirtioDevices({ disks: [], nets: [{ kind: 'socket', host: '127.0.0.1', port, listen: true }], devices: ['virtio-balloon'], consoleOutput: () => {} });
+    const connecting = await openVirtioDevices({ disks: [], nets: [{ kind: 'socket', host: '127.0.0.1', port, listen: false }, { kind: 'switch', name: 'lan', dhcp: true }], devices: [], consoleOutput: () => {} });
+    try {
+      expect(listening.devices[0]).toBeInstanceOf(VirtioNet);
+      expect(listening.devices[1]).toBeInstanceOf(VirtioBalloon);
+      expect(connecting.devices.length).toBe(2);
+    } finally {
+      await connecting.close();
+      await listening.close();
+    }
+    await expect(openVirtioDevices({ disks: [], nets: [{ kind: 'socket', host: '127.0.0.1', port, listen: true }, { kind: 'socket', host: '127.0.0.1', port, listen: true }], devices: [], consoleOutput: () => {} })).rejects.toThrow(/cannot listen on 127.0.0.1:/);
   });
 });
 
