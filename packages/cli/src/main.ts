@@ -12,7 +12,7 @@ import { addGuestCommands } from './guest/command.js';
 import { buildDemoGuest } from './guests/demo.js';
 import { REAL_MODE_LOAD_LIMIT, checkPlacement, describeFsError, readImageFile, realModeEntry } from './image.js';
 import { Vmm, outcomeExitStatus, outcomeMessage } from './vmm.js';
-import { DEFAULT_LINUX_MEM, processInput, runLinux, runPcGuest, type GuestInput } from './machine/linux.js';
+import { DEFAULT_LINUX_MEM, processInput, runLinux, runPcGuest, type GuestInput, type PcRunOptions } from './machine/linux.js';
 import { isMultibootKernelFile, runMultiboot } from './machine/multiboot.js';
 import { DEFAULT_BIOS_MEM, parseDiskSpec, runBios, type DiskSpec } from './machine/bios.js';
 import { runFirmware } from './machine/firmware.js';
@@ -198,6 +198,7 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
       const memSize = parseSize(mem, '--mem');
       checkMemSize(memSize, mem);
       const transport = parseVirtioTransport(opts.virtioTransport);
+      if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
       const extraDevices = opts.device.map(parseDeviceName);
       const nets = opts.net.map(parseNetSpec);
       const virtioConfig = (disks: readonly DiskSpec[]): VirtioConfig => ({ disks, nets, devices: extraDevices, consoleOutput: (data) => io.stdout(data) });
@@ -207,7 +208,6 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
           throw new CliError('--restore and --incoming bring their own guest: they cannot be combined with --kernel, --raw, --demo or --bios');
         }
         if (opts.incoming !== undefined && !/^tcp:/.test(opts.incoming)) throw new CliError(`invalid --incoming '${opts.incoming}': expected tcp:HOST:PORT`);
-        if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
         const disks = opts.disk.map((d) => parseDiskSpec(d, 'virtio'));
         let shape: { memSize: number; irqchip?: 'kernel' | 'userspace'; clockMode: 'host' | 'instructions'; debugExit: boolean } = {
           memSize: parseSize(opts.mem ?? formatSize(DEFAULT_LINUX_MEM), '--mem'),
@@ -247,22 +247,12 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
       if (opts.bios !== undefined) {
         if (opts.kernel !== undefined || opts.raw !== undefined || opts.demo) throw new CliError('--bios boots a firmware image: it cannot be combined with --kernel, --raw or --demo');
         if (opts.boot !== undefined) throw new CliError('--boot is for kvmts\'s BIOS: with --bios the firmware chooses');
-        if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
         const disks = opts.disk.map((d) => parseDiskSpec(d, 'virtio'));
         const ide = disks.find((d) => d.interface === 'ide');
         if (ide) throw new CliError(`--disk '${ide.path}',if=ide is for kvmts's BIOS: with --bios, disks are virtio-blk (if=virtio)`);
         const bios = opts.bios;
         await withVirtio(virtioConfig(disks), transport, async (virtio) => {
-          const machine = {
-            memSize,
-            noReboot: !opts.reboot,
-            debugExit: opts.debugExit === true,
-            noAcpi: opts.acpi === false,
-            clockMode: opts.clock as 'host' | 'instructions',
-            stats: opts.stats === true,
-            ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
-            ...(virtio ? { virtio } : {}),
-          };
+          const machine = pcRunOptions(opts, memSize, virtio);
           setStatus(await runFirmware({ ...machine, bios }, io, io.input));
         });
         return;
@@ -272,22 +262,10 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
         const disks = opts.disk.map((d) => parseDiskSpec(d, 'virtio'));
         const ide = disks.find((d) => d.interface === 'ide');
         if (ide) throw new CliError(`--disk '${ide.path}',if=ide needs BIOS boot (no --kernel): a kernel gets virtio disks (if=virtio)`);
-        if (opts.clock !== 'host' && opts.clock !== 'instructions') {
-          throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
-        }
         const multiboot = isMultibootKernelFile(opts.kernel);
         if (!multiboot && opts.initrd.length > 1) throw new CliError('a Linux kernel takes one --initrd (several are for Multiboot kernels, as modules)');
         await withVirtio(virtioConfig(disks), transport, async (virtio) => {
-          const machine = {
-            memSize,
-            noReboot: !opts.reboot,
-            debugExit: opts.debugExit === true,
-            noAcpi: opts.acpi === false,
-            clockMode: opts.clock as 'host' | 'instructions',
-            stats: opts.stats === true,
-            ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
-            ...(virtio ? { virtio } : {}),
-          };
+          const machine = pcRunOptions(opts, memSize, virtio);
           const kernel = opts.kernel!;
           if (multiboot) {
             setStatus(await runMultiboot({ ...machine, kernel, modules: opts.initrd, append: opts.append }, io, io.input));
@@ -303,23 +281,13 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
       if (opts.initrd.length > 0) throw new CliError('--initrd needs --kernel');
       if (biosBoot) {
         if (opts.raw !== undefined || opts.demo) throw new CliError('use either --disk FILE or --raw FILE/--demo, not both');
-        if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
         const boot = opts.boot === undefined ? 0 : Number(opts.boot);
         if (opts.boot !== undefined && !/^\d+$/.test(opts.boot)) throw new CliError(`invalid --boot '${opts.boot}': expected a disk number (0 = the first --disk)`);
         const disks = opts.disk.map((d) => parseDiskSpec(d, 'ide'));
         const biosDisks = disks.filter((d) => d.interface === 'ide');
         // Virtio disks are for the OS the BIOS boots; the BIOS itself cannot read them.
         await withVirtio(virtioConfig(disks.filter((d) => d.interface === 'virtio')), transport, async (virtio) => {
-          const machine = {
-            memSize,
-            noReboot: !opts.reboot,
-            debugExit: opts.debugExit === true,
-            noAcpi: opts.acpi === false,
-            clockMode: opts.clock as 'host' | 'instructions',
-            stats: opts.stats === true,
-            ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
-            ...(virtio ? { virtio } : {}),
-          };
+          const machine = pcRunOptions(opts, memSize, virtio);
           setStatus(await runBios({ ...machine, disks: biosDisks, boot }, io, io.input));
         });
         return;
@@ -354,6 +322,20 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
  * Opens the virtio devices of `config` (none: `run` gets undefined), runs `run` with them and
  * closes them afterwards (waiting for disk I/O still in flight).
  */
+/** The PC options every boot path shares (`kvmts run` flags to {@link PcRunOptions}). */
+function pcRunOptions(opts: RunCliOptions, memSize: number, virtio: PcVirtioOptions | undefined): PcRunOptions {
+  return {
+    memSize,
+    noReboot: !opts.reboot,
+    debugExit: opts.debugExit === true,
+    noAcpi: opts.acpi === false,
+    clockMode: opts.clock as 'host' | 'instructions',
+    stats: opts.stats === true,
+    ...(opts.serial2 !== undefined ? { serial2: opts.serial2 } : {}),
+    ...(virtio ? { virtio } : {}),
+  };
+}
+
 async function withVirtio(
   config: VirtioConfig,
   transport: PcVirtioOptions['transport'],

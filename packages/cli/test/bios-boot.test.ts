@@ -3,13 +3,13 @@
 // prints through INT 10h, reads sector 1 with INT 13h AH=42h, walks the E820 map with INT 15h
 // and reports through the debug-exit port. Without dist/bin.js the test is skipped locally but
 // FAILS when CI is set.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Assembler, byte, dword, reg } from '@kvmts/kvm-core/asm';
+import { runCli, type CliRun } from './e2e.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bin = resolve(here, '../dist/bin.js');
@@ -75,22 +75,8 @@ function buildDisk(): Uint8Array {
   return disk;
 }
 
-function run(args: string[], timeoutMs = 60_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolvePromise({ status, stdout, stderr });
-    });
-    child.stdin.end();
-  });
-}
+/** The built CLI, run to the end (killed after `timeoutMs`). */
+const run = (args: string[], timeoutMs = 60_000): Promise<CliRun> => runCli(args, timeoutMs);
 
 const dir = mkdtempSync(join(tmpdir(), 'kvmts-bios-boot-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

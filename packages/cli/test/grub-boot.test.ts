@@ -7,7 +7,6 @@
 // disk with Debian's SeaBIOS instead of kvmts's BIOS (`kvmts run --bios`, the disk on
 // virtio-blk). When CI is set, anything missing (apt, the packages, the CLI build, the
 // reference guest) fails the test; otherwise the test is skipped with the reason printed.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -16,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { defaultGuestDir } from '../src/guest/fetch.js';
 import { grubDisk, ustar } from './grub/disk.js';
 import { PackageUnavailable, fetchGrub, fetchSeabios, makeCoreImage, readBootImg, type GrubTools } from './grub/fetch.js';
+import { runCli } from './e2e.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bin = resolve(here, '../dist/bin.js');
@@ -47,22 +47,7 @@ const skipReason = inCi
 if (skipReason !== undefined) console.log(`grub-boot: skipped: ${skipReason}`);
 else if (!inCi && seabios.reason !== undefined) console.log(`grub-boot: SeaBIOS test skipped: SeaBIOS is unavailable: ${seabios.reason}`);
 
-function run(args: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolvePromise({ status, stdout, stderr });
-    });
-    child.stdin.end();
-  });
-}
+const run = runCli;
 
 /** Fails with the reason when something the tests need is missing (reached only in CI or when all is there). */
 function requireGrub(): GrubTools {

@@ -1,35 +1,21 @@
 // End-to-end: boot the firmware package's self-checking Multiboot test kernel through the
 // built CLI (dist/bin.js; build with `pnpm turbo run build --filter=@kvmts/cli...`), with two
 // --initrd files as modules, and check its serial report and the debug-exit status.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MULTIBOOT_TEST_PASS, buildMultibootTestKernel, multibootModuleChecksum } from '@kvmts/firmware';
+import { runCli, type CliRun } from './e2e.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bin = resolve(here, '../dist/bin.js');
 const dir = mkdtempSync(join(tmpdir(), 'kvmts-multiboot-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function run(args: string[], timeoutMs = 60_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolvePromise({ status, stdout, stderr });
-    });
-    child.stdin.end();
-  });
-}
+/** The built CLI, run to the end (killed after `timeoutMs`). */
+const run = (args: string[], timeoutMs = 60_000): Promise<CliRun> => runCli(args, timeoutMs);
 
 const modA = new TextEncoder().encode('module A: the first --initrd\n');
 const modB = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 31 + 7) & 0xff);
