@@ -201,7 +201,7 @@ function buildProgram(io: CliIo, setStatus: (status: number) => void): Command {
       if (opts.clock !== 'host' && opts.clock !== 'instructions') throw new CliError(`invalid --clock '${opts.clock}': expected 'host' or 'instructions'`);
       const extraDevices = opts.device.map(parseDeviceName);
       const nets = opts.net.map(parseNetSpec);
-      const virtioConfig = (disks: readonly DiskSpec[]): VirtioConfig => ({ disks, nets, devices: extraDevices, consoleOutput: (data) => io.stdout(data) });
+      const virtioConfig = (disks: readonly DiskSpec[]): VirtioConfig => ({ disks, nets, devices: extraDevices, consoleOutput: (data) => io.stdout(data), log: (line) => io.stderr(line) });
       if (opts.restore !== undefined || opts.incoming !== undefined) {
         if (opts.restore !== undefined && opts.incoming !== undefined) throw new CliError('use either --restore FILE or --incoming ADDRESS, not both');
         if (opts.kernel !== undefined || opts.raw !== undefined || opts.demo || opts.bios !== undefined) {

@@ -68,7 +68,7 @@ function context(r: RunResult): string {
   return `status ${String(r.status)} after ${r.seconds.toFixed(0)} s\n--- stderr\n${r.stderr}\n--- last console lines\n${lines.slice(-40).join('\n')}`;
 }
 
-/** Boots with a disk, a NIC, an RNG and a console on `transport` and checks Linux drives all four. */
+/** Boots with a disk, a NIC, an RNG, a console and a balloon on `transport` and checks Linux drives all five. */
 async function bootWithAllDevices(transport: 'pci' | 'mmio'): Promise<void> {
   expect(missing).toBe('');
   const disk = diskCopy(`all-${transport}.img`);
@@ -80,6 +80,7 @@ async function bootWithAllDevices(transport: 'pci' | 'mmio'): Promise<void> {
       '--net', 'none',
       '--device', 'virtio-rng',
       '--device', 'virtio-console',
+      '--device', 'virtio-balloon',
     ],
     TIMEOUT - 10_000,
   );
@@ -87,20 +88,21 @@ async function bootWithAllDevices(transport: 'pci' | 'mmio'): Promise<void> {
   const lines = r.stdout.split(/\r?\n/);
   const virtio = lines.filter((l) => l.startsWith('GUEST-VIRTIO '));
   const driverOf = (kind: string): string | undefined => virtio.find((l) => l.includes(`(${kind})`))?.match(/driver=(\S+)/)?.[1];
-  expect(virtio, ctx).toHaveLength(4);
+  expect(virtio, ctx).toHaveLength(5);
   for (const l of virtio) expect(l, ctx).toMatch(/vendor=0x1af4 driver=(?!none)\S+$/);
   expect(driverOf('block'), ctx).toBe('virtio_blk');
   expect(driverOf('net'), ctx).toBe('virtio_net');
   expect(driverOf('rng'), ctx).toBe('virtio_rng');
   expect(driverOf('console'), ctx).toBe('virtio_console');
-  expect(lines, ctx).toContain('GUEST-VIRTIO-COUNT 4');
+  expect(driverOf('balloon'), ctx).toBe('virtio_balloon');
+  expect(lines, ctx).toContain('GUEST-VIRTIO-COUNT 5');
   expect(lines, ctx).toContain(`GUEST-BLK vda sectors=16384 sig=${SIGNATURE}`);
   expect(lines.some((l) => /^GUEST-NET eth0 mac=52:54:00:12:34:56 driver=virtio_net$/.test(l)), ctx).toBe(true);
   expect(lines, ctx).toContain('GUEST-HVC hvc0 present');
   if (transport === 'pci') {
     // INTx through the PIIX3: Linux took the IRQ from the _PRT (PIRQB/PIRQC → 10/11).
     const pci = lines.filter((l) => /^GUEST-DEBUG pci \S+ 0x1af4:/.test(l));
-    expect(pci, ctx).toHaveLength(4);
+    expect(pci, ctx).toHaveLength(5);
     for (const l of pci) expect(l, ctx).toMatch(/irq=1[01] driver=virtio-pci$/);
   } else {
     expect(r.stdout, ctx).toContain('ACPI: SSDT');
@@ -153,9 +155,9 @@ function expectedPattern(): Buffer {
 }
 
 describe.skipIf(skip)("the reference guest's virtio drivers", () => {
-  it('binds virtio_blk, virtio_net, virtio_rng and virtio_console over virtio-pci', () => bootWithAllDevices('pci'), TIMEOUT);
+  it('binds virtio_blk, virtio_net, virtio_rng, virtio_console and virtio_balloon over virtio-pci', () => bootWithAllDevices('pci'), TIMEOUT);
 
-  it('binds virtio_blk, virtio_net, virtio_rng and virtio_console over virtio-mmio', () => bootWithAllDevices('mmio'), TIMEOUT);
+  it('binds virtio_blk, virtio_net, virtio_rng, virtio_console and virtio_balloon over virtio-mmio', () => bootWithAllDevices('mmio'), TIMEOUT);
 
   it(
     `writes ${PATTERN_MIB} MiB through virtio-blk that land in the image file byte for byte`,

@@ -98,6 +98,8 @@ export interface VirtioConfig {
   devices: readonly VirtioDeviceName[];
   /** Where virtio-console (hvc0) output goes. */
   consoleOutput: (data: Uint8Array) => void;
+  /** Where messages about the devices' host side go (e.g. a socket peer that cannot be reached). */
+  log?: (line: string) => void;
 }
 
 /** Opened devices, in the order the guest sees them (disks, NICs, then `--device`s). */
@@ -136,7 +138,7 @@ export async function openVirtioDevices(config: VirtioConfig): Promise<OpenedVir
     const nets: VirtioNet[] = [];
     for (const [i, spec] of config.nets.entries()) {
       const mac = spec.mac ?? DEFAULT_MAC_PREFIX + ((DEFAULT_MAC_LAST + i) & 0xff).toString(16).padStart(2, '0');
-      nets.push(new VirtioNet({ backend: await netBackend(spec, switches, releases), mac }));
+      nets.push(new VirtioNet({ backend: await netBackend(spec, switches, releases, config.log), mac }));
     }
     const others = config.devices.map((name): VirtioDevice => {
       switch (name) {
@@ -164,7 +166,12 @@ export async function openVirtioDevices(config: VirtioConfig): Promise<OpenedVir
  */
 const dhcpOn = new WeakSet<NetSwitch>();
 
-async function netBackend(spec: NetSpec, switches: Map<string, NetSwitch>, releases: (() => Promise<void> | void)[]): Promise<NetBackend> {
+async function netBackend(
+  spec: NetSpec,
+  switches: Map<string, NetSwitch>,
+  releases: (() => Promise<void> | void)[],
+  log: ((line: string) => void) | undefined,
+): Promise<NetBackend> {
   switch (spec.kind) {
     case 'none':
       return new NullNetBackend();
@@ -188,7 +195,19 @@ async function netBackend(spec: NetSpec, switches: Map<string, NetSwitch>, relea
         }
       } else {
         // Connects in the background and reconnects after a loss; frames are dropped meanwhile.
+        // Say once that the peer cannot be reached, and again when it is.
         backend = StreamSocketNetBackend.connect({ host: spec.host, port: spec.port });
+        const peer = `${spec.host}:${spec.port}`;
+        let failing = false;
+        backend.onConnectError = (err) => {
+          if (failing) return;
+          failing = true;
+          log?.(`kvmts: --net socket:${peer}: cannot connect (${(err as NodeJS.ErrnoException).code ?? err.message}); retrying every second, the NIC has no link meanwhile\n`);
+        };
+        backend.onConnectionChange = (connected) => {
+          if (connected && failing) log?.(`kvmts: --net socket:${peer}: connected\n`);
+          if (connected) failing = false;
+        };
       }
       releases.push(() => backend.close());
       return backend;

@@ -133,8 +133,13 @@ describe('StreamSocketNetBackend', () => {
     const port = probe.localAddress!.port;
     await probe.close(); // now nothing listens on `port`
     const client = closing(StreamSocketNetBackend.connect({ host: '127.0.0.1', port, reconnectMs: 20 }));
+    const failures: string[] = [];
+    client.onConnectError = (err) => failures.push((err as NodeJS.ErrnoException).code ?? err.message);
     await until(() => client.stats.errors >= 2, 'a few failed attempts');
     expect(client.connected).toBe(false);
+    // Each failed attempt is reported, so the VMM can say which peer is unreachable and why.
+    expect(failures.length).toBeGreaterThanOrEqual(1);
+    expect(failures[0]).toBe('ECONNREFUSED');
     const server = closing(await StreamSocketNetBackend.listen({ port }));
     await until(() => client.connected && server.connected, 'late connection');
   });

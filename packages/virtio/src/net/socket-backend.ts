@@ -135,6 +135,8 @@ export class StreamSocketNetBackend implements NetBackend {
   readonly stats: SocketNetStats = newStats();
   /** Told when a peer connects (`peer` is "host:port") or the connection is lost. */
   onConnectionChange: ((connected: boolean, peer: string | undefined) => void) | undefined;
+  /** Told when a connection attempt fails (the connecting side then retries after `reconnectMs`). */
+  onConnectError: ((err: Error) => void) | undefined;
 
   private receive: ((frame: Uint8Array) => void) | undefined;
   private socket: Socket | undefined;
@@ -225,9 +227,10 @@ export class StreamSocketNetBackend implements NetBackend {
       this.adopt(socket);
     });
     // A failed attempt: retry later. (Errors after `connect` are handled by adopt's listeners.)
-    socket.once('error', () => {
+    socket.once('error', (err) => {
       if (established) return;
       this.stats.errors++;
+      this.onConnectError?.(err);
       socket.destroy();
       this.scheduleReconnect();
     });
