@@ -12,7 +12,7 @@ import { loadStream, ramPagesOf, readConfig, type LoadTarget, type Loaded } from
 import { vmSlots } from './pages.js';
 import type { MigratableMachine } from './persist.js';
 import { captureState } from './state.js';
-import { Section } from './stream/format.js';
+import { Section, sectionName } from './stream/format.js';
 import { RamEncoder, type RamEncoderOptions, type RamStats } from './stream/ram.js';
 import { StreamReader } from './stream/reader.js';
 import { StreamWriter } from './stream/writer.js';
@@ -151,10 +151,14 @@ export async function restoreSnapshot<M extends MigratableMachine>(file: string,
   const reader = await openSnapshot(file);
   try {
     const loaded = await loadStream(reader, target);
-    const extra = await reader.next();
-    if (extra) {
+    try {
+      // Whatever follows END (a frame, garbage that does not parse, a cut-off section) is an error.
+      const extra = await reader.next();
+      if (extra) throw new MigrationError('corrupt', `corrupt snapshot '${file}': data after the END section (a ${sectionName(extra.type)} section at byte ${extra.offset})`);
+    } catch (err) {
+      // The machine built here is discarded on every error, not only on a well-framed extra section.
       if (typeof target === 'function') loaded.machine.close?.();
-      throw new MigrationError('corrupt', `corrupt snapshot '${file}': data after the END section (a ${extra.type} section at byte ${extra.offset})`);
+      throw err;
     }
     if (!options.paused) loaded.machine.resume();
     return loaded;
