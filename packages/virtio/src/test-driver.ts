@@ -171,6 +171,39 @@ export class EchoDevice implements VirtioDevice<{ version: 1; configByte: number
 }
 
 /**
+ * What a driver does to bring up a virtio-mmio device, through `reg` (a 32-bit register write
+ * at an offset of the window): reset, ACKNOWLEDGE|DRIVER, every offered feature plus
+ * VERSION_1, FEATURES_OK, then each queue laid out at `queueBase(i)` and made ready. The caller
+ * sets DRIVER_OK (0xF) when it is done.
+ */
+export function mmioDriverSetup(
+  device: { features: bigint; queueMaxSizes: readonly number[] },
+  dv: DataView,
+  reg: (off: number, v: number) => void,
+  queueBase: (i: number) => number,
+  queueSize: number,
+): TestQueueDriver[] {
+  const offered = device.features | TRANSPORT_FEATURES;
+  reg(0x070, 0);
+  reg(0x070, 3);
+  reg(0x024, 0);
+  reg(0x020, Number(offered & 0xffffffffn));
+  reg(0x024, 1);
+  reg(0x020, Number(offered >> 32n));
+  reg(0x070, 0xb);
+  return device.queueMaxSizes.map((_, i) => {
+    const q = new TestQueueDriver(dv, queueBase(i), queueSize);
+    reg(0x030, i);
+    reg(0x038, queueSize);
+    reg(0x080, q.desc);
+    reg(0x090, q.avail);
+    reg(0x0a0, q.used);
+    reg(0x044, 1);
+    return q;
+  });
+}
+
+/**
  * A device behind virtio-mmio, brought up as Linux would with every offered feature accepted
  * and each queue `i` at 0x10000 * (i + 1) with `queueSize` entries. `notify(i)` kicks queue i.
  */
@@ -183,24 +216,7 @@ export function startMmioDevice<S>(device: VirtioDevice<S>, queueSize = 16, ramS
     new DataView(d.buffer).setUint32(0, v >>> 0, true);
     t.write(off, d);
   };
-  const offered = device.features | TRANSPORT_FEATURES;
-  reg(0x070, 0);
-  reg(0x070, 3);
-  reg(0x024, 0);
-  reg(0x020, Number(offered & 0xffffffffn));
-  reg(0x024, 1);
-  reg(0x020, Number(offered >> 32n));
-  reg(0x070, 0xb);
-  const queues = device.queueMaxSizes.map((_, i) => {
-    const q = new TestQueueDriver(dv, 0x10000 * (i + 1), queueSize);
-    reg(0x030, i);
-    reg(0x038, queueSize);
-    reg(0x080, q.desc);
-    reg(0x090, q.avail);
-    reg(0x0a0, q.used);
-    reg(0x044, 1);
-    return q;
-  });
+  const queues = mmioDriverSetup(device, dv, reg, (i) => 0x10000 * (i + 1), queueSize);
   reg(0x070, 0xf);
   if (t.core.status !== 0xf) throw new Error(`device did not start: status 0x${t.core.status.toString(16)} (${t.core.failure ?? ''})`);
   return { vm, ram, dv, t, irqs, queues, notify: (i: number) => reg(0x050, i) };

@@ -4,11 +4,10 @@
 // MMIO bus and lays its queues out in the machine's RAM, as the guest's driver would.
 import { afterEach, describe, expect, it } from 'vitest';
 import { NetSwitch, VIRTIO_NET_HDR_SIZE, VirtioNet } from '@kvmts/virtio';
-import { TestQueueDriver } from '../../../virtio/src/test-driver.js';
+import { TestQueueDriver, mmioDriverSetup } from '../../../virtio/src/test-driver.js';
 import { PcMachine } from './pc.js';
 import { VIRTIO_MMIO_BASE } from './virtio.js';
 
-const TRANSPORT_FEATURES = 1n << 32n; // VIRTIO_F_VERSION_1
 const open: PcMachine[] = [];
 afterEach(() => {
   for (const m of open.splice(0)) m.close();
@@ -25,24 +24,7 @@ function pcWithNic(mac: string, sw: NetSwitch) {
     new DataView(d.buffer).setUint32(0, v >>> 0, true);
     machine.mmioBus.write(VIRTIO_MMIO_BASE + off, d);
   };
-  const offered = dev.features | TRANSPORT_FEATURES;
-  reg(0x070, 0);
-  reg(0x070, 3);
-  reg(0x024, 0);
-  reg(0x020, Number(offered & 0xffffffffn));
-  reg(0x024, 1);
-  reg(0x020, Number(offered >> 32n));
-  reg(0x070, 0xb);
-  const queues = dev.queueMaxSizes.map((_, i) => {
-    const q = new TestQueueDriver(dv, 0x100000 + 0x10000 * i, 16);
-    reg(0x030, i);
-    reg(0x038, 16);
-    reg(0x080, q.desc);
-    reg(0x090, q.avail);
-    reg(0x0a0, q.used);
-    reg(0x044, 1);
-    return q;
-  });
+  const queues = mmioDriverSetup(dev, dv, reg, (i) => 0x100000 + 0x10000 * i, 16);
   reg(0x070, 0xf);
   const [rx, tx] = queues as [TestQueueDriver, TestQueueDriver];
   return {
