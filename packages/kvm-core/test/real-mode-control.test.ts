@@ -11,7 +11,7 @@ import {
   type KvmRegs,
 } from '../src/index.js';
 import {
-  F, LAYOUT, closeGuests, createGuest, hex, lin, ramU16, runExpect, runToHlt, setIvt, type Guest, type GuestOptions,
+  F, LAYOUT, closeGuests, createGuest, hex, le, lin, ramU16, runExpect, runToHlt, setIvt, type Guest, type GuestOptions,
 } from './helpers.js';
 
 afterEach(closeGuests);
@@ -419,5 +419,30 @@ describe('emulation gaps', () => {
       const t = runToTrap(g);
       expect([code, t.vector, t.ip]).toEqual([code, 6, LAYOUT.ip]);
     }
+  });
+});
+
+describe('MOV CR0 cache-control bits', () => {
+  // CR0 comes out of reset with CD and NW set.
+  // mov eax,cr0 ; and eax,~(CD|NW) ; or eax,bits ; mov cr0,eax ; mov ebx,cr0 ; hlt
+  const imm32 = (v: number) => le(v, 4).map((b) => b.toString(16).padStart(2, '0')).join(' ');
+  const setCr0Bits = (bits: number) => `0f 20 c0 66 25 ${imm32(0x9fff_ffff)} 66 0d ${imm32(bits)} 0f 22 c0 0f 20 c3 f4`;
+
+  it('CD alone and CD with NW are accepted and read back (memtest86+ sets CD around its cache tests)', () => {
+    for (const bits of [0x4000_0000, 0x6000_0000]) {
+      const g = trapGuest(setCr0Bits(bits));
+      const regs = runToHlt(g, 1);
+      expect(g.vcpu.getSregs().cs.selector).toBe(LAYOUT.cs);
+      expect((regs.rbx & 0x6000_0000) >>> 0).toBe(bits);
+      expect((g.vcpu.getSregs().cr0 & 0x6000_0000) >>> 0).toBe(bits);
+    }
+  });
+
+  it('NW without CD is #GP and leaves CR0 as it was', () => {
+    const g = trapGuest(setCr0Bits(0x2000_0000));
+    const before = g.vcpu.getSregs().cr0;
+    const t = runToTrap(g);
+    expect([t.vector, t.ip]).toEqual([13, 0x100 + 15]); // the MOV CR0 itself
+    expect(g.vcpu.getSregs().cr0).toBe(before);
   });
 });

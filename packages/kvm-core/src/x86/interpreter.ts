@@ -7,7 +7,7 @@ import { alu, divRem, divs64, divu64, doubleShift, mulHigh, mulu32, muls32, shif
 import { AC, AF, CF, DF, ID, IF, IOPL, LazyOp, NT, OF, RF, SF, TF, VM, ZF } from './flags.js';
 import { Vector } from './exceptions.js';
 import { checkIoPermission, farReturn, farTransfer, iretProtected, loadSystemSegment, probeDescriptor } from './protected.js';
-import { CR0_PE, CR0_PG, CR0_TS } from './constants.js';
+import { CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR0_TS } from './constants.js';
 import { cpuid, rdmsrInstruction, wrmsrInstruction } from './cpuid.js';
 import { executeWait, executeX87, fxrstor, fxsave } from './fpu/x87.js';
 
@@ -1204,7 +1204,7 @@ function moveControlRegister(c: X86Cpu, toCr: boolean): void {
   switch (cr) {
     case 0:
       if ((v & CR0_PG) && !(v & CR0_PE)) c.fault(Vector.GP, 0);
-      if ((v & 0x20000000) === 0 && (v & 0x40000000) !== 0) c.fault(Vector.GP, 0); // NW without CD
+      if ((v & CR0_NW) !== 0 && (v & CR0_CD) === 0) c.fault(Vector.GP, 0); // NW without CD
       c.cr0 = v | 0x10; // ET is hardwired to 1.
       c.updateMode();
       c.flushTlb(true);
