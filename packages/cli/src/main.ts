@@ -26,6 +26,8 @@ import { pcOptionsFromSnapshot } from './machine/migration-control.js';
 export interface CliIo {
   stdout(chunk: Uint8Array | string): void;
   stderr(text: string): void;
+  /** Calls `handler` on SIGTERM, SIGINT or SIGHUP (a run then stops in order); returns the function that stops listening. */
+  onTerminate?(handler: (signal: NodeJS.Signals) => void): () => void;
   /** The guest console's input for `kvmts run --kernel` (none: the guest gets no input). */
   input?: GuestInput;
 }
@@ -49,6 +51,22 @@ export function processIo(): CliIo {
       process.stderr.write(text);
     },
     input: processInput(),
+    onTerminate: (handler) => {
+      const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+      let received = 0;
+      const onSignal = (signal: NodeJS.Signals): void => {
+        // A second signal means the orderly stop is not wanted (or stuck): go at once.
+        if (++received > 1) {
+          process.stderr.write(`\r\nkvmts: ${signal} again: exiting at once\n`);
+          process.exit(ExitStatus.Software);
+        }
+        handler(signal);
+      };
+      for (const s of signals) process.on(s, onSignal);
+      return () => {
+        for (const s of signals) process.off(s, onSignal);
+      };
+    },
   };
 }
 

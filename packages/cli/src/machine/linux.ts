@@ -18,7 +18,7 @@ import { describeFsError } from '../image.js';
 import { ESCAPE_HELP, EscapeFilter } from './escape.js';
 import { PcMachine } from './pc.js';
 import type { PcVirtioOptions } from './virtio.js';
-import { PcRunLoop, type LoopHost, type LoopOutcome } from './run-loop.js';
+import { PcRunLoop, type LoopHost, type LoopOutcome, type QuitReason } from './run-loop.js';
 import type { PcRunSession } from './run-session.js';
 
 /** Where a firmware-less boot puts a copy of the RSDP: 16-byte aligned in the BIOS area (0xE0000–0xFFFFF) that E820 reserves, clear of the MP tables at 0xF0000. */
@@ -91,6 +91,12 @@ export function processInput(): GuestInput {
 export interface LinuxRunIo {
   stdout(chunk: Uint8Array | string): void;
   stderr(text: string): void;
+  /**
+   * Calls `handler` when the process is asked to terminate (SIGTERM, SIGINT, SIGHUP), so the run
+   * ends through its normal path: terminal restored, disks flushed, summary printed. Returns
+   * the function that stops listening.
+   */
+  onTerminate?(handler: (signal: NodeJS.Signals) => void): () => void;
 }
 
 /** A file's bytes, or a CliError naming the file as `what`. */
@@ -230,8 +236,15 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
   const queue = new InputQueue();
   const escape = new EscapeFilter();
   let loop: PcRunLoop | null = null;
-  let quit = false;
+  let quit: 'user' | 'signal' | null = null;
+  let signal: NodeJS.Signals | undefined;
   let stopInput: (() => void) | undefined;
+  const stopSignals = io.onTerminate?.((sig) => {
+    signal ??= sig;
+    quit = 'signal';
+    loop?.quit('signal');
+    host.wake();
+  });
   if (input) {
     host.open = true;
     stopInput = input.start(
@@ -241,7 +254,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
           if (r.help) io.stderr(ESCAPE_HELP);
           queue.push(r.data);
           if (r.quit) {
-            quit = true;
+            quit ??= 'user';
             loop?.quit('user');
           }
         } else {
@@ -317,7 +330,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
           },
         });
         loop = l;
-        if (quit) l.quit('user');
+        if (quit !== null) l.quit(quit);
         session?.attach(machine, l, () => host.wake());
         const hostYield = host.yield.bind(host);
         outcome = await l.run({
@@ -342,7 +355,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
         instructions += machine.vcpu.stats().instructions;
         machine.close();
       }
-      const status = finish(outcome, options, io, boot);
+      const status = finish(outcome, options, io, boot, signal);
       if (status === 'reboot') continue;
       const seconds = (performance.now() - t0) / 1000;
       const bootOk = options.stats && bootOkMs >= 0 ? `, GUEST-BOOT-OK after ${(bootOkMs / 1000).toFixed(1)} s` : '';
@@ -359,11 +372,12 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
       closeSync(com2.fd);
     }
     stopInput?.();
+    stopSignals?.();
   }
 }
 
 /** The exit status for an outcome, or 'reboot'; prints the outcome's message. */
-function finish(outcome: LoopOutcome, options: PcRunOptions, io: LinuxRunIo, boot: number): number | 'reboot' {
+function finish(outcome: LoopOutcome, options: PcRunOptions, io: LinuxRunIo, boot: number, signal: NodeJS.Signals | undefined): number | 'reboot' {
   switch (outcome.kind) {
     case 'poweroff':
       return ExitStatus.Ok;
@@ -372,6 +386,8 @@ function finish(outcome: LoopOutcome, options: PcRunOptions, io: LinuxRunIo, boo
     case 'quit':
       if (outcome.reason === 'migrated') io.stderr('kvmts: the guest migrated to the destination; stopping here\n');
       else if (outcome.reason === 'monitor') io.stderr('kvmts: terminated by the monitor (quit)\n');
+      // As QEMU: a termination signal is an orderly stop, status 0.
+      else if (outcome.reason === 'signal') io.stderr(`\r\nkvmts: terminating on signal ${signal ?? '(unknown)'}\n`);
       else io.stderr('\r\nkvmts: terminated by the user (Ctrl-A X)\n');
       return ExitStatus.Ok;
     case 'reset':
@@ -399,12 +415,19 @@ function finish(outcome: LoopOutcome, options: PcRunOptions, io: LinuxRunIo, boo
   }
 }
 
+const QUIT_DESCRIPTIONS: Record<QuitReason, string> = {
+  user: 'quit by the user',
+  monitor: 'quit from the monitor',
+  migrated: 'guest migrated away',
+  signal: 'terminated by a signal',
+};
+
 /** The exit reason in a few words, for the summary line. */
 function describeOutcome(outcome: LoopOutcome): string {
   switch (outcome.kind) {
     case 'poweroff': return 'guest powered off (ACPI S5)';
     case 'debug-exit': return `debug-exit port written with ${outcome.value}`;
-    case 'quit': return outcome.reason === 'migrated' ? 'guest migrated away' : outcome.reason === 'monitor' ? 'quit from the monitor' : 'quit by the user';
+    case 'quit': return QUIT_DESCRIPTIONS[outcome.reason ?? 'user'];
     case 'reset': return `guest reset (${outcome.source})`;
     case 'shutdown': return 'triple fault (shutdown)';
     case 'halted': return 'guest halted with interrupts disabled';

@@ -100,8 +100,11 @@ export type LoopOutcome =
   /** The user quit (Ctrl-A X) or the host asked to stop (see {@link QuitReason}). */
   | { readonly kind: 'quit'; readonly reason?: QuitReason };
 
-/** Who ended the run with {@link PcRunLoop.quit}: the user (Ctrl-A X), the monitor's `quit`, or a completed live migration. */
-export type QuitReason = 'user' | 'monitor' | 'migrated';
+/**
+ * Who ended the run with {@link PcRunLoop.quit}: the user (Ctrl-A X), the monitor's `quit`, a
+ * completed live migration, or a termination signal to the process (SIGTERM, SIGINT, SIGHUP).
+ */
+export type QuitReason = 'user' | 'monitor' | 'migrated' | 'signal';
 
 /** The result of one {@link PcRunLoop.runSlice}. */
 export type SliceResult =

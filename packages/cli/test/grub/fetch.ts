@@ -1,5 +1,5 @@
-// Debian's GRUB for the BIOS (i386-pc), and SeaBIOS, for the boot tests, without installing
-// anything: `apt-get download grub-common grub-pc-bin` (and `seabios`) into a cache directory,
+// Debian's GRUB for the BIOS (i386-pc), SeaBIOS and memtest86+, for the boot tests, without
+// installing anything: `apt-get download grub-common grub-pc-bin` (and `seabios`, `memtest86+`) into a cache directory,
 // `dpkg-deb -x` them there, and grub-mkimage (grub-common's, a host binary) builds core.img
 // from grub-pc-bin's modules. The i386-pc images and modules are the same in every
 // architecture's grub-pc-bin, so the host's architecture is tried first and then i386/amd64.
@@ -38,10 +38,11 @@ const GRUB_PACKAGES: readonly DebPackage[] = [
   { name: 'grub-pc-bin', specs: ['grub-pc-bin', 'grub-pc-bin:i386', 'grub-pc-bin:amd64'] },
 ];
 const SEABIOS_PACKAGE: DebPackage = { name: 'seabios', specs: ['seabios'] };
+const MEMTEST_PACKAGE: DebPackage = { name: 'memtest86+', specs: ['memtest86+'] };
 
 /** The cached .deb of `pkg` (apt-get download's name_version_arch.deb), newest name first. */
 function cachedDeb(dir: string, pkg: string): { file: string; version: string } | undefined {
-  const pattern = new RegExp(`^${pkg}_([^_]+)_[^_]+\\.deb$`);
+  const pattern = new RegExp(`^${pkg.replace(/[.+]/g, '\\$&')}_([^_]+)_[^_]+\\.deb$`);
   const matches = existsSync(dir) ? readdirSync(dir).filter((f) => pattern.test(f)).sort().reverse() : [];
   const file = matches[0];
   if (file === undefined) return undefined;
@@ -172,4 +173,12 @@ export async function fetchSeabios(options: FetchOptions = {}): Promise<{ biosBi
   const biosBin = join(root, 'usr/share/seabios/bios.bin');
   if (!existsSync(biosBin)) throw new PackageUnavailable(`the unpacked seabios package in ${root} has no usr/share/seabios/bios.bin`);
   return { biosBin, version: versions[0]! };
+}
+
+/** memtest86+'s 32-bit image with the Linux boot protocol (`boot/memtest86+ia32.bin`), unpacked under `cacheDir`. */
+export async function fetchMemtest(options: FetchOptions = {}): Promise<{ image: string; version: string }> {
+  const { root, versions } = await fetchDebs([MEMTEST_PACKAGE], options);
+  const image = join(root, 'boot/memtest86+ia32.bin');
+  if (!existsSync(image)) throw new PackageUnavailable(`the unpacked memtest86+ package in ${root} has no boot/memtest86+ia32.bin`);
+  return { image, version: versions[0]! };
 }
