@@ -76,6 +76,44 @@ describe('POST', () => {
   });
 });
 
+describe('the BIOS data area after POST', () => {
+  it('holds every field a DOS-era program or bootloader reads', () => {
+    const m = testMachine({ hardDisks: [new MemoryDisk(new Uint8Array(512 * 100)), new MemoryDisk(new Uint8Array(512 * 100))], floppies: [new MemoryDisk(new Uint8Array(512 * 2880))] });
+    try {
+      const bda = new DataView(m.readMemory(Bda.base, 0x100).buffer);
+      const u8 = (at: number) => bda.getUint8(at - Bda.base);
+      const u16 = (at: number) => bda.getUint16(at - Bda.base, true);
+      expect({
+        com1: u16(Bda.com1), lpt1: u16(Bda.lpt1), ebdaSegment: u16(Bda.ebdaSegment), memoryKb: u16(Bda.memoryKb),
+        hardDiskCount: u8(Bda.hardDiskCount), diskStatus: u8(Bda.diskStatus), floppyStatus: u8(Bda.floppyStatus),
+        videoMode: u8(Bda.videoMode), textColumns: u16(Bda.textColumns), videoPageSize: u16(Bda.videoPageSize),
+        videoPageStart: u16(Bda.videoPageStart), cursor0: u16(Bda.cursorPositions), cursorShape: u16(Bda.cursorShape),
+        activePage: u8(Bda.activePage), crtcBase: u16(Bda.crtcBase), textRowsMinusOne: u8(Bda.textRowsMinusOne), charHeight: u16(Bda.charHeight),
+        kbdHead: u16(Bda.kbdHead), kbdTail: u16(Bda.kbdTail), kbdBufferStart: u16(Bda.kbdBufferStart), kbdBufferEnd: u16(Bda.kbdBufferEnd),
+        shiftFlags: u8(Bda.shiftFlags), kbdFlags3: u8(Bda.kbdFlags3), midnightFlag: u8(Bda.midnightFlag),
+      }).toEqual({
+        com1: 0x3f8, lpt1: 0, ebdaSegment: 0x9fc0, memoryKb: 639,
+        hardDiskCount: 2, diskStatus: 0, floppyStatus: 0,
+        videoMode: 0x03, textColumns: 80, videoPageSize: 4096,
+        videoPageStart: 0, cursor0: 0, cursorShape: 0x0607,
+        activePage: 0, crtcBase: 0x3d4, textRowsMinusOne: 24, charHeight: 16,
+        kbdHead: 0x1e, kbdTail: 0x1e, kbdBufferStart: 0x1e, kbdBufferEnd: 0x3e,
+        shiftFlags: 0, kbdFlags3: 0x10, midnightFlag: 0,
+      });
+      // Equipment word: one diskette drive (bit 0, count-1 in bits 7:6 = 0), 80x25 colour (bits 5:4 = 10b), one serial port (bits 11:9).
+      expect(u16(Bda.equipment)).toBe(0x0223);
+      // The tick count starts from the RTC's time of day (18.2 Hz), below the midnight value.
+      const ticks = bda.getUint32(Bda.tickCount - Bda.base, true);
+      expect(ticks).toBeLessThan(0x1800b0);
+      // INT 11h and INT 12h answer from the BDA.
+      const r = m.runCode((a) => a.int(0x11).mov(reg.bx, reg.ax).int(0x12));
+      expect([r.rbx & 0xffff, r.rax & 0xffff]).toEqual([0x0223, 639]);
+    } finally {
+      m.close();
+    }
+  });
+});
+
 describe('booting', () => {
   it('boots a disk from the reset vector: MBR at 0x7C00, DL = 0x80', () => {
     const disk = new Uint8Array(512 * 64);

@@ -12,7 +12,7 @@
  */
 import { KVM_MEM_READONLY, type KvmUserspaceMemoryRegion } from '@kvmts/kvm-core';
 import type { AcpiTables } from '../acpi/build.js';
-import { pcE820, type E820Entry } from '../e820.js';
+import { E820Type, pcE820, type E820Entry } from '../e820.js';
 import { BootServices, type BootResult } from './boot.js';
 import { DiskServices } from './disk.js';
 import type { DiskImage } from './disk-image.js';
@@ -75,6 +75,16 @@ const LSR_DATA_READY = 0x01;
 /** What INT 1Ah/B1h and INT 15h report when the guest's pointers are bad. */
 const FAULT_STATUS: Partial<Record<number, number>> = { 0x15: UNSUPPORTED, 0x1a: PciStatus.BadRegisterNumber };
 
+/**
+ * Reserved ranges above RAM that a PC BIOS reports, so an OS or memory tester never takes them
+ * for free space: the I/O APIC and local APIC register pages, and the ROM's alias below 4 GiB.
+ */
+const HIGH_RESERVED: readonly E820Entry[] = [
+  { addr: 0xfec00000, size: 0x1000, type: E820Type.Reserved },
+  { addr: 0xfee00000, size: 0x1000, type: E820Type.Reserved },
+  { addr: BIOS_ROM_ALIAS, size: BIOS_ROM_SIZE, type: E820Type.Reserved },
+];
+
 export class Bios {
   readonly rom: BiosRom;
   /** The memory map INT 15h E820h reports. */
@@ -106,7 +116,7 @@ export class Bios {
     this.ram = new GuestRam(o.vm.memory);
     this.ports = new Ports(o.io);
     const ports = this.ports;
-    this.e820 = pcE820(o.ramSize, o.acpi ? [o.acpi.e820Reserved] : []);
+    this.e820 = pcE820(o.ramSize, [...(o.acpi ? [o.acpi.e820Reserved] : []), ...HIGH_RESERVED]);
     this.video = new Video(this.ram, o.consoleOutput ?? ((b) => ports.outb(COM1_PORT, b)));
     const disks = new Map<number, DiskImage>();
     (o.hardDisks ?? []).forEach((d, i) => disks.set(0x80 + i, d));

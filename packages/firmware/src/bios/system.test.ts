@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { reg, word } from '@kvmts/kvm-core/asm';
 import { buildAcpiTables } from '../acpi/build.js';
-import { E820Type } from '../e820.js';
+import { E820Type, PCI_HOLE_START, e820RamBytes, pcE820 } from '../e820.js';
 import { SMAP } from './system.js';
 import { CF, testMachine } from './test-harness.js';
 
@@ -49,6 +49,40 @@ describe('INT 15h', () => {
     } finally {
       m.close();
     }
+  });
+
+  it('E820h reports the whole PC map: low RAM, EBDA, BIOS area, extended RAM, ACPI tables, APICs and the ROM alias', () => {
+    const ramSize = 64 * MIB;
+    const acpi = buildAcpiTables({
+      ramSize, vcpus: 1, route: () => 10,
+      pm: {
+        pm1aEvt: { port: 0x600, width: 4 }, pm1aCnt: { port: 0x604, width: 2 }, pmTmr: { port: 0x608, width: 4 },
+        gpe0: { port: 0x620, width: 4 }, resetReg: { port: 0xcf9, width: 1, value: 6 },
+      },
+    });
+    const m = testMachine({ ramSize, acpi });
+    try {
+      const { Ram, Reserved, Acpi } = E820Type;
+      expect(acpi.e820Reserved).toEqual({ addr: ramSize - acpi.e820Reserved.size, size: acpi.e820Reserved.size, type: Acpi });
+      expect(m.bios.e820).toEqual([
+        { addr: 0, size: 0x9fc00, type: Ram },
+        { addr: 0x9fc00, size: 0x400, type: Reserved }, // EBDA
+        { addr: 0xf0000, size: 0x10000, type: Reserved }, // BIOS ROM, MP and RSDP tables
+        { addr: 0x100000, size: acpi.e820Reserved.addr - 0x100000, type: Ram },
+        acpi.e820Reserved, // ACPI tables at the top of RAM
+        { addr: 0xfec00000, size: 0x1000, type: Reserved }, // I/O APIC
+        { addr: 0xfee00000, size: 0x1000, type: Reserved }, // local APIC
+        { addr: 0xffff0000, size: 0x10000, type: Reserved }, // the ROM's alias under 4 GiB
+      ]);
+      // Usable RAM is everything but the EBDA, the 640 KiB–1 MiB hole and the ACPI tables.
+      expect(e820RamBytes(m.bios.e820)).toBe(ramSize - 0x60000 - 0x400 - acpi.e820Reserved.size);
+    } finally {
+      m.close();
+    }
+    // With 3.5 GiB asked for, RAM stops at the PCI hole (3 GiB): nothing usable overlaps PCI space.
+    const map = pcE820(0xe0000000);
+    expect(map.filter((e) => e.type === E820Type.Ram).every((e) => e.addr + e.size <= PCI_HOLE_START)).toBe(true);
+    expect(e820RamBytes(map)).toBe(PCI_HOLE_START - 0x60000 - 0x400);
   });
 
   it('E801h, 88h, C0h and C1h describe memory and the machine', () => {

@@ -86,6 +86,7 @@ export interface TestMachine {
   /** Assembles `body` at 0000:1000 followed by `hlt`, and runs it from there. */
   runCode(body: (a: Assembler) => void, options?: { onBiosHalt?: () => void }): KvmRegs;
   readMemory(gpa: number, len: number): Uint8Array;
+  writeMemory(gpa: number, bytes: Uint8Array): void;
   close(): void;
 }
 
@@ -163,6 +164,9 @@ export function testMachine(options: TestBiosOptions = {}, setup?: (devices: Fak
       const out = new Uint8Array(len);
       vm.memory.read(gpa, out);
       return out;
+    },
+    writeMemory(gpa, bytes) {
+      vm.memory.write(gpa, bytes);
     },
     close() {
       vcpu.close();
