@@ -16,8 +16,8 @@ interface Workload {
   description: string;
   /** 32-bit code segment (flat, CPL 0, protected mode). */
   code32: boolean;
-  /** Paging on: 4 KiB pages identity-mapping the first 4 MiB. */
-  paging?: boolean;
+  /** Paging on: 4 KiB pages identity-mapping the first 1 MiB, through 32-bit or PAE page tables. */
+  paging?: '32' | 'pae';
   code: number[];
 }
 
@@ -58,7 +58,8 @@ const INSNS_PER_PASS = 9;
 const workloads: Workload[] = [
   { name: 'real-mode-loop', description: '16-bit real mode: load, ALU, shift, store, loop', code32: false, code: REAL_MODE_LOOP },
   { name: 'protected-mode-flat-loop', description: '32-bit flat protected mode, paging off: load, ALU, shift, store, loop', code32: true, code: PROTECTED_MODE_LOOP },
-  { name: 'protected-mode-paged-loop', description: '32-bit flat protected mode, 4 KiB paging: load, ALU, shift, store, loop', code32: true, paging: true, code: PROTECTED_MODE_LOOP },
+  { name: 'protected-mode-paged-loop', description: '32-bit flat protected mode, 4 KiB paging: load, ALU, shift, store, loop', code32: true, paging: '32', code: PROTECTED_MODE_LOOP },
+  { name: 'protected-mode-pae-loop', description: '32-bit flat protected mode, 4 KiB PAE paging: load, ALU, shift, store, loop', code32: true, paging: 'pae', code: PROTECTED_MODE_LOOP },
 ];
 
 function measure(w: Workload, seconds: number): { mips: number; instructions: number; seconds: number } {
@@ -72,11 +73,13 @@ function measure(w: Workload, seconds: number): { mips: number; instructions: nu
   const immAt = w.code32 ? 1 : 2;
   code[immAt] = iterations & 0xff; code[immAt + 1] = (iterations >> 8) & 0xff; code[immAt + 2] = (iterations >> 16) & 0xff;
   new Uint8Array(mem).set(code, 0x8000);
-  const PD = 0x80000, PT = 0x81000;
+  const PD = 0x80000, PT = 0x81000, PDPT = 0x82000;
   if (w.paging) {
-    const dv = new DataView(mem);
+    // PAE: PDPT -> PD -> PT with 8-byte entries (the high dwords stay 0).
+    const dv = new DataView(mem), entry = w.paging === 'pae' ? 8 : 4;
+    if (w.paging === 'pae') dv.setUint32(PDPT, PD | 1, true);
     dv.setUint32(PD, PT | 3, true);
-    for (let i = 0; i < 256; i++) dv.setUint32(PT + i * 4, (i << 12) | 3, true);
+    for (let i = 0; i < 256; i++) dv.setUint32(PT + i * entry, (i << 12) | 3, true);
   }
 
   let total = 0, elapsed = 0;
@@ -89,7 +92,7 @@ function measure(w: Workload, seconds: number): { mips: number; instructions: nu
     for (const s of [sregs.ds, sregs.es, sregs.ss, sregs.fs, sregs.gs]) seg(s, false);
     seg(sregs.cs, true);
     sregs.cr0 = w.code32 ? 0x11 : 0x10;
-    if (w.paging) { sregs.cr0 |= 0x80000000; sregs.cr3 = PD; }
+    if (w.paging) { sregs.cr0 |= 0x80000000; sregs.cr3 = w.paging === 'pae' ? PDPT : PD; sregs.cr4 = w.paging === 'pae' ? 0x20 : 0; }
     vcpu.setSregs(sregs);
     const regs = vcpu.getRegs();
     regs.rip = 0x8000; regs.rsp = 0x7000; regs.rflags = 2;

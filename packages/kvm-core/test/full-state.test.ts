@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, Msr, type VcpuFd, type VmFd } from '../src/index.js';
+import { KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_MMIO, Msr, type VcpuFd, type VmFd } from '../src/index.js';
 import { Assembler, reg } from '../src/x86/asm/index.js';
 import { PM_GUEST_LOAD, buildProtectedModeGuest } from './guests/protected-mode.js';
+import { MEM as PAE_MEM, buildPaeGuest } from './guests/pae.js';
+import { GUEST_LOAD } from './guests/pm-kit.js';
 import { flatGuest } from './helpers.js';
 
 const RAM = 8 << 20;
@@ -48,6 +50,10 @@ function runIo(vcpu: VcpuFd, stopAfter = Infinity): { out: number[]; done: boole
       continue;
     }
     if (r === KVM_EXIT_HLT) return { out, done: true };
+    if (r === KVM_EXIT_MMIO) { // nothing is mapped there: reads see 0xFF bytes
+      if (!vcpu.runData.mmio.isWrite) vcpu.runData.mmio.data.fill(0xff);
+      continue;
+    }
     if (r !== KVM_EXIT_INTR) throw new Error(`exit ${r}: ${vcpu.runData.internal.message}`);
   }
   throw new Error('runaway guest');
@@ -99,5 +105,21 @@ describe('saving and restoring a vCPU mid-run', () => {
     restoreVcpu(second.vcpu, saved);
     const tail = runIo(second.vcpu).out;
     expect(tail).toEqual(['K'.charCodeAt(0), 0x100]); // 'K' then debug-exit 0: every check passed
+  });
+
+  it('the PAE guest saved once PAE paging is on finishes in a fresh VM (KVM_SET_SREGS reloads the PDPTEs)', () => {
+    const first = makeVm(buildPaeGuest().bytes, GUEST_LOAD);
+    const head = runIo(first.vcpu, 2).out; // 'P', then 'A': PAE paging is on
+    expect(head).toEqual(['P'.charCodeAt(0), 'A'.charCodeAt(0)]);
+    const saved = saveVcpu(first.vcpu);
+    expect(saved.sregs.cr4 & 0x20).toBe(0x20);
+    expect(saved.sregs.cr0 >>> 31).toBe(1);
+    expect(saved.sregs.cr3).toBe(PAE_MEM.PDPT);
+    const second = makeVm(new Uint8Array(0), 0);
+    second.ram.set(first.ram);
+    restoreVcpu(second.vcpu, saved);
+    expect(second.vcpu.getSregs()).toEqual(saved.sregs);
+    const tail = runIo(second.vcpu).out;
+    expect(tail).toEqual(['K'.charCodeAt(0), 0x100]);
   });
 });

@@ -78,6 +78,15 @@ describe('KVM_SET_SREGS / KVM_GET_SREGS', () => {
     for (const k of ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const) expect(out[k], k).toEqual(sregs[k]);
   });
 
+  it('sregs with PAE paging round-trip; a PDPT that no slot backs is no error (the PDPTEs are left not present)', () => {
+    for (const cr3 of [0x12345fe0, 0x000ff020]) { // beyond the 1 MiB slot; in RAM (zeros)
+      const g = createGuest();
+      const sregs: KvmSregs = { ...g.vcpu.getSregs(), cr0: 0xe0000011, cr3, cr4: 0x000000b0 };
+      expect(() => g.vcpu.setSregs(sregs)).not.toThrow();
+      expect(g.vcpu.getSregs()).toEqual(sregs);
+    }
+  });
+
   it('the sregs a vCPU reports can be fed back unchanged', () => {
     const g = createGuest();
     const a = g.vcpu.getSregs();

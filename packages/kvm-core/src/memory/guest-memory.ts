@@ -2,7 +2,10 @@ import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_USER_MEM_SLOTS, PAGE_SHI
 import { KvmError } from '../error.js';
 import type { KvmUserspaceMemoryRegion } from '../kvm-types.js';
 
-/** The guest-physical address space is 32 bits wide (i686 without PAE). */
+/**
+ * Memory slots lie below 4 GiB. PAE guests can address up to 2^36, but nothing backs that: their
+ * accesses there are KVM_EXIT_MMIO like any other unbacked address.
+ */
 export const GUEST_PHYS_LIMIT = 0x1_0000_0000;
 
 /** One memory slot: host bytes mapped at a guest-physical address. */

@@ -16,7 +16,7 @@ import { supportedCpuid, type CpuidEntry } from './cpuid.js';
 import { HostClock, type GuestClock } from '../time/clock.js';
 import { BlockCache } from './jit/cache.js';
 import type { CodeReader } from './jit/compiler.js';
-import { AR_DB, AR_P, AR_S, AR_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
+import { AR_DB, AR_P, AR_S, AR_UNUSABLE, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CS, DS, ES, FS, GS, LDTR, SS, TR } from './constants.js';
 import { EmulationGap } from './constants.js';
 import type { Lapic } from '../irqchip/lapic.js';
 import type { TimerQueue } from '../time/timers.js';
@@ -39,8 +39,20 @@ const APIC_BASE_ENABLE = 1 << 11;
 /** TLB entry bit: user mode may use this translation. */
 const TLB_USER = 1 << 30;
 /** TLB entry bits holding the slot id + 1. */
-const TLB_SLOT = 0xffff;
-const CR4_PSE = 1 << 4, CR4_PGE = 1 << 7;
+/** The slot part of a TLB entry (the rest are permission bits). */
+export const TLB_SLOT = 0xffff;
+/**
+ * PAE paging with MAXPHYADDR 36 (what a PAE CPU without CPUID leaf 0x80000008 has). In the high
+ * dword of every PDPTE/PDE/PTE, bits 62:36 are reserved, and so is bit 63 (XD) because there is
+ * no EFER.NXE here.
+ */
+const PAE_RSVD_HI = 0xfffffff0 | 0;
+/** PDPTE low-dword reserved bits: 2:1 (no R/W, U/S at this level) and 8:5. */
+const PDPTE_RSVD_LO = 0x1e6;
+/** 2 MiB PDE: bits 20:13 are reserved (bit 12 is PAT). */
+const PDE_2M_RSVD_LO = 0x1fe000;
+/** Page-fault error code bits. */
+const PF_P = 1, PF_W = 2, PF_U = 4, PF_RSVD = 8;
 /** Past this many filled TLB entries a flush clears the whole table instead of the list. */
 const TLB_LIST_MAX = 4096;
 
@@ -94,6 +106,12 @@ export class X86Cpu {
   gdtBase = 0; gdtLimit = 0xffff;
   idtBase = 0; idtLimit = 0xffff;
   cr0 = 0x60000010; cr2 = 0; cr3 = 0; cr4 = 0;
+  /**
+   * PAE paging: the four PDPTE registers as (low, high) dword pairs. Walks use these, not the
+   * table in memory; `loadPdptes` refreshes them where the SDM says the CPU does (4.4.1).
+   */
+  readonly pdpte = new Int32Array(8);
+  private readonly pdpteScratch = new Int32Array(8);
   /** DR0–DR7 (DR4/DR5 unused: they alias DR6/DR7). Values only; breakpoints do not fire. */
   readonly dr = new Int32Array(8);
   efer = 0;
@@ -190,6 +208,15 @@ export class X86Cpu {
   private walkUserOk = true;
   private walkUserWriteOk = true;
   private walkGlobal = false;
+  /** Size (log2: 21 or 22) of the large page the last walk ended in, or 0 for a 4 KiB page. */
+  private walkLarge = 0;
+  /**
+   * Per 2 MiB of linear space: 0, or the size (log2) of a large page that TLB entries there
+   * were cut from. The TLB holds large pages as 4 KiB pieces, and INVLPG anywhere in a large
+   * page must drop all of them. Stale marks only cost INVLPG some extra clearing.
+   */
+  private readonly tlbLarge = new Uint8Array(1 << 11);
+  private tlbLargeUsed = false;
   private tlbCount = 0;
   /** Slot bytes by slot id + 1, as the TLB refers to them. */
   mems: Uint8Array[] = [];
@@ -234,6 +261,7 @@ export class X86Cpu {
     this.loadSegRaw(TR, 0, 0, 0xffff, AR_P | 0xb);
     this.gdtBase = 0; this.gdtLimit = 0xffff; this.idtBase = 0; this.idtLimit = 0xffff;
     this.cr0 = 0x60000010; this.cr2 = 0; this.cr3 = 0; this.cr4 = 0; this.efer = 0;
+    this.pdpte.fill(0);
     this.dr.fill(0);
     this.dr[6] = 0xffff0ff0 | 0;
     this.dr[7] = 0x400;
@@ -507,8 +535,11 @@ export class X86Cpu {
     if (this.tlbCount > TLB_LIST_MAX) {
       this.tlbRead.fill(0); this.tlbWrite.fill(0); this.tlbGlobal.fill(0);
       this.tlbCount = 0;
+      if (this.tlbLargeUsed) { this.tlbLarge.fill(0); this.tlbLargeUsed = false; }
       return;
     }
+    // Global large pages survive a CR3 write, so their marks stay then.
+    if (all && this.tlbLargeUsed) { this.tlbLarge.fill(0); this.tlbLargeUsed = false; }
     let kept = 0;
     for (let i = 0; i < this.tlbCount; i++) {
       const p = list[i]!;
@@ -518,12 +549,17 @@ export class X86Cpu {
     this.tlbCount = kept;
   }
 
-  /** INVLPG: forgets one page's translation, global or not. */
+  /** INVLPG: forgets the translation of the page holding `lin` (all of a large page), global or not. */
   invalidatePage(lin: number): void {
     this.fetchMax = -1;
     this.tlbGeneration++;
     const p = lin >>> 12;
     this.tlbRead[p] = 0; this.tlbWrite[p] = 0; this.tlbGlobal[p] = 0;
+    const shift = this.tlbLarge[lin >>> 21]!;
+    if (shift === 0) return;
+    const first = (lin >>> shift) << (shift - 12), end = first + (1 << (shift - 12));
+    for (let q = first; q < end; q++) { this.tlbRead[q] = 0; this.tlbWrite[q] = 0; this.tlbGlobal[q] = 0; }
+    this.tlbLarge.fill(0, first >>> 9, end >>> 9);
   }
 
   /** Accesses made by the CPU itself (descriptor tables, TSS, IDT) are supervisor accesses at any CPL. */
@@ -536,52 +572,127 @@ export class X86Cpu {
     this.tlbNeed = this.userAccess ? TLB_USER - 1 : 0;
   }
 
+  /** CR0.PG and CR4.PAE: linear addresses go through the PDPTE registers. */
+  get paePaging(): boolean {
+    return (this.cr0 & CR0_PG) !== 0 && (this.cr4 & CR4_PAE) !== 0;
+  }
+
   /**
-   * Linear to physical through the 2-level page tables (4 KiB pages, 4 MiB pages with CR4.PSE,
-   * global pages with CR4.PGE), setting accessed/dirty bits. Raises #PF with CR2 and the error
-   * code. Sets `walkUserOk`/`walkUserWriteOk`/`walkGlobal` for the TLB.
+   * Loads the PDPTE registers from the 32-byte table at CR3 bits 31:5 (`cr3`). Returns false,
+   * leaving the registers as they were, when a present entry has a reserved bit set: the MOV
+   * to CRn that asked raises #GP(0) and changes nothing. A table outside RAM is an
+   * EmulationGap, like any page table there.
+   */
+  loadPdptes(cr3: number): boolean {
+    const base = (cr3 & ~0x1f) >>> 0, t = this.pdpteScratch;
+    for (let i = 0; i < 8; i += 2) {
+      const lo = this.readPhys32(base + i * 4), hi = this.readPhys32(base + i * 4 + 4);
+      if ((lo & 1) !== 0 && ((lo & PDPTE_RSVD_LO) !== 0 || (hi & PAE_RSVD_HI) !== 0)) return false;
+      t[i] = lo; t[i + 1] = hi;
+    }
+    this.pdpte.set(t);
+    return true;
+  }
+
+  /**
+   * Linear to physical through the page tables, setting accessed/dirty bits: 2-level 32-bit
+   * paging (4 KiB pages, 4 MiB pages with CR4.PSE) or, with CR4.PAE, PAE paging; global pages
+   * with CR4.PGE. Raises #PF with CR2 and the error code. Sets `walkUserOk`/`walkUserWriteOk`/
+   * `walkGlobal` for the TLB. Only TLB misses come here.
    */
   translate(lin: number, write: boolean): number {
     if ((this.cr0 & CR0_PG) === 0) {
-      this.walkUserOk = true; this.walkUserWriteOk = true; this.walkGlobal = false;
+      this.walkUserOk = true; this.walkUserWriteOk = true; this.walkGlobal = false; this.walkLarge = 0;
       return lin >>> 0;
     }
+    if ((this.cr4 & CR4_PAE) !== 0) return this.translatePae(lin, write);
     const user = this.userAccess;
     const pdeAddr = ((this.cr3 & ~0xfff) + ((lin >>> 22) << 2)) >>> 0;
     const pde = this.readPhys32(pdeAddr);
-    if ((pde & 1) === 0) this.pageFault(lin, write, user, false);
+    if ((pde & 1) === 0) this.pageFault(lin, write, user, 0);
     let pte: number, pteAddr: number, phys: number, userOk: boolean, rw: boolean, global: boolean;
+    let large = 0;
     if ((pde & 0x80) !== 0 && (this.cr4 & CR4_PSE) !== 0) {
       pte = pde; pteAddr = pdeAddr;
       phys = ((pde & 0xffc00000) | (lin & 0x3ff000)) >>> 0;
       userOk = (pde & 4) !== 0; rw = (pde & 2) !== 0;
+      large = 22;
     } else {
       pteAddr = ((pde & ~0xfff) + (((lin >>> 12) & 0x3ff) << 2)) >>> 0;
       pte = this.readPhys32(pteAddr);
-      if ((pte & 1) === 0) this.pageFault(lin, write, user, false);
+      if ((pte & 1) === 0) this.pageFault(lin, write, user, 0);
       phys = ((pte & ~0xfff) >>> 0);
       userOk = (pde & pte & 4) !== 0; rw = (pde & pte & 2) !== 0;
       if ((pde & 0x20) === 0) this.writePhys32(pdeAddr, pde | 0x20);
     }
     global = (pte & 0x100) !== 0 && (this.cr4 & CR4_PGE) !== 0;
     const wp = (this.cr0 & CR0_WP) !== 0;
-    if (user && !userOk) this.pageFault(lin, write, user, true);
-    if (write && !rw && (user || wp)) this.pageFault(lin, write, user, true);
+    if (user && !userOk) this.pageFault(lin, write, user, PF_P);
+    if (write && !rw && (user || wp)) this.pageFault(lin, write, user, PF_P);
     const want = write ? 0x60 : 0x20;
     if ((pte & want) !== want) this.writePhys32(pteAddr, pte | want);
     this.walkUserOk = userOk;
     // A write entry is cached only once the dirty bit is set; user writes need R/W too.
     this.walkUserWriteOk = userOk && rw;
     this.walkGlobal = global;
+    this.walkLarge = large;
     return (phys | (lin & 0xfff)) >>> 0;
   }
 
-  private pageFault(lin: number, write: boolean, user: boolean, present: boolean): never {
-    this.cr2 = lin | 0;
-    this.fault(Vector.PF, (present ? 1 : 0) | (write ? 2 : 0) | (user ? 4 : 0));
+  /**
+   * PAE paging (SDM vol. 3A 4.4): PDPTE register (bits 31:30) -> PDE (29:21) -> a 2 MiB page
+   * (PS=1, no CR4.PSE needed) or PTE (20:12) -> 4 KiB page. Entries are 64-bit; A/D live in
+   * the low dword, so only that is written back. The result may lie above 4 GiB (up to 2^36):
+   * no slot backs it, so callers treat it as MMIO like any other unbacked address.
+   */
+  private translatePae(lin: number, write: boolean): number {
+    const user = this.userAccess;
+    const d = (lin >>> 29) & 6;
+    const pdpLo = this.pdpte[d]!;
+    // PDPTE reserved bits were checked when the registers were loaded.
+    if ((pdpLo & 1) === 0) this.pageFault(lin, write, user, 0);
+    const pdeAddr = (this.pdpte[d + 1]! & 0xf) * 0x1_0000_0000 + ((pdpLo & ~0xfff) >>> 0) + (((lin >>> 21) & 0x1ff) << 3);
+    const pde = this.readPhys32(pdeAddr), pdeHi = this.readPhys32(pdeAddr + 4);
+    if ((pde & 1) === 0) this.pageFault(lin, write, user, 0);
+    if ((pdeHi & PAE_RSVD_HI) !== 0) this.pageFault(lin, write, user, PF_P | PF_RSVD);
+    let leaf: number, leafAddr: number, physHi: number, physLo: number, userOk: boolean, rw: boolean, large = 0;
+    if ((pde & 0x80) !== 0) {
+      large = 21;
+      if ((pde & PDE_2M_RSVD_LO) !== 0) this.pageFault(lin, write, user, PF_P | PF_RSVD);
+      leaf = pde; leafAddr = pdeAddr;
+      physHi = pdeHi & 0xf; physLo = (pde & 0xffe00000) | (lin & 0x1ff000);
+      userOk = (pde & 4) !== 0; rw = (pde & 2) !== 0;
+    } else {
+      leafAddr = (pdeHi & 0xf) * 0x1_0000_0000 + ((pde & ~0xfff) >>> 0) + (((lin >>> 12) & 0x1ff) << 3);
+      leaf = this.readPhys32(leafAddr);
+      const pteHi = this.readPhys32(leafAddr + 4);
+      if ((leaf & 1) === 0) this.pageFault(lin, write, user, 0);
+      if ((pteHi & PAE_RSVD_HI) !== 0) this.pageFault(lin, write, user, PF_P | PF_RSVD);
+      physHi = pteHi & 0xf; physLo = leaf & ~0xfff;
+      userOk = (pde & leaf & 4) !== 0; rw = (pde & leaf & 2) !== 0;
+      if ((pde & 0x20) === 0) this.writePhys32(pdeAddr, pde | 0x20);
+    }
+    if (user && !userOk) this.pageFault(lin, write, user, PF_P);
+    if (write && !rw && (user || (this.cr0 & CR0_WP) !== 0)) this.pageFault(lin, write, user, PF_P);
+    const want = write ? 0x60 : 0x20;
+    if ((leaf & want) !== want) this.writePhys32(leafAddr, leaf | want);
+    this.walkUserOk = userOk;
+    this.walkUserWriteOk = userOk && rw;
+    this.walkGlobal = (leaf & 0x100) !== 0 && (this.cr4 & CR4_PGE) !== 0;
+    this.walkLarge = large;
+    return physHi * 0x1_0000_0000 + ((physLo | (lin & 0xfff)) >>> 0);
   }
 
-  /** Page-table accesses: physical, through the slots (page tables in MMIO are not supported). */
+  /** #PF: `bits` are P and RSVD as the walk found them; W/R and U/S come from the access. */
+  private pageFault(lin: number, write: boolean, user: boolean, bits: number): never {
+    this.cr2 = lin | 0;
+    this.fault(Vector.PF, bits | (write ? PF_W : 0) | (user ? PF_U : 0));
+  }
+
+  /**
+   * Page-table accesses: physical, through the slots (page tables in MMIO, or above 4 GiB
+   * where no slot can be, are not supported). `addr` may exceed 32 bits under PAE.
+   */
   private readPhys32(addr: number): number {
     const slot = this.memory.findSlot(addr);
     if (!slot) throw new EmulationGap(`page table at unbacked physical address 0x${addr.toString(16)}`);
@@ -613,6 +724,12 @@ export class X86Cpu {
       this.tlbCount++;
     }
     this.tlbGlobal[page] = this.walkGlobal ? 1 : 0;
+    if (this.walkLarge !== 0) {
+      // Mark every 2 MiB region the large page covers (both halves of a 4 MiB page).
+      const r = (page >>> (this.walkLarge - 12)) << (this.walkLarge - 21);
+      this.tlbLarge.fill(this.walkLarge, r, r + (1 << (this.walkLarge - 21)));
+      this.tlbLargeUsed = true;
+    }
     if (write) {
       // Dirty logging: the page is marked when its write entry is created; reading the log
       // flushes the TLB so the next write marks it again.
@@ -1376,6 +1493,18 @@ export class X86Cpu {
     this.efer = v.efer; this.setApicBase(v.apicBase);
     this.updateMode();
     this.flushTlb();
+    // kvm_sregs has no PDPTEs (KVM_GET_SREGS2 would): as KVM does for KVM_SET_SREGS, reload
+    // them from the table CR3 points at, so a restored PAE guest walks what it last loaded
+    // (restores put RAM back first). A table that cannot be loaded leaves them not present.
+    if (this.paePaging) {
+      let ok = false;
+      try {
+        ok = this.loadPdptes(this.cr3);
+      } catch (e) {
+        if (!(e instanceof EmulationGap)) throw e;
+      }
+      if (!ok) this.pdpte.fill(0);
+    }
   }
 }
 

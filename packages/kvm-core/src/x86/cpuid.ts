@@ -12,9 +12,13 @@ export const CpuidFeature = {
   PAT: 1 << 16, FXSR: 1 << 24,
 } as const;
 
-/** Always implemented by the integer core. FPU/FXSR join when the x87 unit is present, APIC with a local APIC. */
-const BASE_FEATURES = CpuidFeature.PSE | CpuidFeature.TSC | CpuidFeature.MSR | CpuidFeature.CX8 | CpuidFeature.SEP |
-  CpuidFeature.PGE | CpuidFeature.CMOV;
+/**
+ * Always implemented by the integer core. FPU/FXSR join when the x87 unit is present, APIC with a
+ * local APIC. PAE paging has MAXPHYADDR 36: with no leaf 0x80000008 that is what software assumes
+ * for a PAE CPU (SDM 4.1.4), so no leaf announces it.
+ */
+const BASE_FEATURES = CpuidFeature.PSE | CpuidFeature.PAE | CpuidFeature.TSC | CpuidFeature.MSR | CpuidFeature.CX8 |
+  CpuidFeature.SEP | CpuidFeature.PGE | CpuidFeature.CMOV;
 
 /**
  * Family 6, model 3, stepping 3: a P6-class part. Model >= 3 keeps Linux's Pentium Pro SEP quirk

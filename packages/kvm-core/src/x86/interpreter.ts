@@ -1,4 +1,4 @@
-import type { X86Cpu } from './cpu.js';
+import { TLB_SLOT, type X86Cpu } from './cpu.js';
 import {
   decodeModrm, isReg, readRm16, readRm32, readRm8, readRmForUpdate8, readRmForUpdateV, readRmV, writeRm16, writeRm32, writeRm8, writeRmV,
 } from './modrm.js';
@@ -7,7 +7,7 @@ import { alu, divRem, divs64, divu64, doubleShift, mulHigh, mulu32, muls32, shif
 import { AC, AF, CF, DF, ID, IF, IOPL, LazyOp, NT, OF, RF, SF, TF, VM, ZF } from './flags.js';
 import { Vector } from './exceptions.js';
 import { checkIoPermission, farReturn, farTransfer, iretProtected, loadSystemSegment, probeDescriptor } from './protected.js';
-import { CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR0_TS } from './constants.js';
+import { CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR0_TS, CR4_PAE, CR4_PGE, CR4_PSE } from './constants.js';
 import { cpuid, rdmsrInstruction, wrmsrInstruction } from './cpuid.js';
 import { executeWait, executeX87, fxrstor, fxsave } from './fpu/x87.js';
 
@@ -71,15 +71,73 @@ function writeFlags(c: X86Cpu, v: number, size32: boolean, cpl: number = c.cpl):
 
 const STR_MOVS = 0, STR_CMPS = 1, STR_STOS = 2, STR_LODS = 3, STR_SCAS = 4, STR_INS = 5, STR_OUTS = 6;
 
+/**
+ * REP MOVS/STOS fast path: with 32-bit addresses, DF=0 and flat segments, the part of the
+ * count that stays inside pages the TLB already maps as RAM is done as one bulk copy or fill
+ * (Linux's clear_page, copy_to_user, memset and memcpy are REP STOSL/MOVSL). Everything else —
+ * a TLB miss, MMIO, a page crossing inside an element, overlapping forward copies that must
+ * replicate — is left to the per-element loop. Returns false when it did nothing.
+ */
+function bulkString(c: X86Cpu, kind: number, size: number, srcSeg: number): boolean {
+  const count = c.r32[1]! >>> 0;
+  const di = c.r32[7]! >>> 0;
+  const wp = di >>> 12;
+  const ws = c.tlbWrite[wp]!;
+  if (ws <= c.tlbNeed) return false;
+  let n = Math.min(count, ((4096 - (di & 0xfff)) / size) | 0);
+  const dst = c.mems[ws & TLB_SLOT]!;
+  const d = (di + c.tlbWriteOff[wp]!) | 0;
+  if (kind === STR_STOS) {
+    if (n <= 0) return false;
+    const v = c.r32[0]!;
+    if (size === 1 || v === 0 || v === -1 || (size === 2 ? (v & 0xff) === ((v >> 8) & 0xff) : (v & 0xff) * 0x01010101 === (v >>> 0))) {
+      dst.fill(v & 0xff, d, d + n * size);
+    } else if (size === 2) {
+      for (let i = d, end = d + n * 2; i < end; i += 2) { dst[i] = v; dst[i + 1] = v >> 8; }
+    } else {
+      for (let i = d, end = d + n * 4; i < end; i += 4) { dst[i] = v; dst[i + 1] = v >> 8; dst[i + 2] = v >> 16; dst[i + 3] = v >> 24; }
+    }
+  } else {
+    const si = c.r32[6]! >>> 0;
+    const rp = si >>> 12;
+    const rs = c.tlbRead[rp]!;
+    if (rs <= c.tlbNeed || (c.segFlat & (1 << srcSeg)) === 0) return false;
+    n = Math.min(n, ((4096 - (si & 0xfff)) / size) | 0);
+    if (n <= 0) return false;
+    const src = c.mems[rs & TLB_SLOT]!;
+    const s = (si + c.tlbReadOff[rp]!) | 0;
+    const len = n * size;
+    // A forward copy onto a destination just above its source repeats the first bytes: not memmove.
+    if (src === dst && d > s && d < s + len) return false;
+    if (src === dst) dst.copyWithin(d, s, s + len); else dst.set(src.subarray(s, s + len), d);
+    c.r32[6] = (si + len) | 0;
+  }
+  c.r32[7] = (di + n * size) | 0;
+  c.r32[1] = (count - n) | 0;
+  // A bulk chunk costs the time slice about what a few instructions do.
+  c.budget -= 1 + (n >>> 6);
+  return true;
+}
+
 function stringOp(c: X86Cpu, kind: number, size: number): void {
   const a32 = c.addrsize32;
   const srcSeg = c.prefixSeg >= 0 ? c.prefixSeg : DS;
   const delta = c.flags & DF ? -size : size;
   const rep = c.repPrefix;
+  const bulk = rep !== 0 && a32 && delta > 0 && (kind === STR_STOS || kind === STR_MOVS) && (c.segFlat & (1 << ES)) !== 0;
   for (;;) {
     if (rep !== 0) {
       const count = a32 ? c.r32[1]! : c.r16[2]!;
       if (count === 0) return;
+      if (bulk && bulkString(c, kind, size, srcSeg)) {
+        if (c.r32[1] === 0) return;
+        if (c.budget <= 0) {
+          c.budget = 1;
+          c.eip = c.startEip;
+          return;
+        }
+        continue;
+      }
     }
     const si = a32 ? c.r32[6]! : c.r16[12]!;
     const di = a32 ? c.r32[7]! : c.r16[14]!;
@@ -1180,8 +1238,8 @@ function larLsl(c: X86Cpu, lar: boolean): void {
   c.setFlag(ZF, ok);
 }
 
-/** CR4 bits this CPU implements: TSD, DE, PSE, PGE, PCE, OSFXSR. Others are reserved (#GP). */
-const CR4_SUPPORTED = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 7) | (1 << 8) | (1 << 9);
+/** CR4 bits this CPU implements: TSD, DE, PSE, PAE, PGE, PCE, OSFXSR. Others are reserved (#GP). */
+const CR4_SUPPORTED = (1 << 2) | (1 << 3) | CR4_PSE | CR4_PAE | CR4_PGE | (1 << 8) | (1 << 9);
 
 /** MOV r32, CRn (0F 20) and MOV CRn, r32 (0F 22). The operand is always a register. */
 function moveControlRegister(c: X86Cpu, toCr: boolean): void {
@@ -1205,14 +1263,21 @@ function moveControlRegister(c: X86Cpu, toCr: boolean): void {
     case 0:
       if ((v & CR0_PG) && !(v & CR0_PE)) c.fault(Vector.GP, 0);
       if ((v & CR0_NW) !== 0 && (v & CR0_CD) === 0) c.fault(Vector.GP, 0); // NW without CD
+      // Turning on PAE paging (or changing CD/NW under it) loads the PDPTEs; a bad one is #GP(0).
+      if ((v & CR0_PG) !== 0 && (c.cr4 & CR4_PAE) !== 0 && ((v ^ c.cr0) & (CR0_PG | CR0_CD | CR0_NW)) !== 0 && !c.loadPdptes(c.cr3)) c.fault(Vector.GP, 0);
       c.cr0 = v | 0x10; // ET is hardwired to 1.
       c.updateMode();
       c.flushTlb(true);
       return;
     case 2: c.cr2 = v; return;
-    case 3: c.cr3 = v & ~0xfff; c.flushTlb(false); return;
+    case 3:
+      // All bits are kept (PAE uses 31:5); under PAE paging the PDPTEs load from the new table.
+      if (c.paePaging && !c.loadPdptes(v)) c.fault(Vector.GP, 0);
+      c.cr3 = v; c.flushTlb(false); return;
     case 4:
       if (v & ~CR4_SUPPORTED) c.fault(Vector.GP, 0);
+      // With PG on, setting PAE or changing PGE/PSE under PAE loads the PDPTEs (SDM 4.4.1).
+      if ((c.cr0 & CR0_PG) !== 0 && (v & CR4_PAE) !== 0 && ((v ^ c.cr4) & (CR4_PAE | CR4_PGE | CR4_PSE)) !== 0 && !c.loadPdptes(c.cr3)) c.fault(Vector.GP, 0);
       c.cr4 = v; c.flushTlb(true); return;
     default: c.undefinedOpcode();
   }

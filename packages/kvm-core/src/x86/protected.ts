@@ -571,7 +571,9 @@ function switchTask(c: X86Cpu, sel: number, how: Switch, ext: number, returnEip:
   c.loadSegRaw(TR, sel, newBase, newLimit, newAr | 0x2);
   c.cr0 |= CR0_TS;
   if (new32 && (c.cr0 & CR0_PG) !== 0) {
-    c.cr3 = cr3 & ~0xfff;
+    // Under PAE paging the new CR3's PDPTEs load too; a bad one is #GP(0) in the new task (as Bochs does).
+    if (c.paePaging && !c.loadPdptes(cr3)) c.fault(Vector.GP, 0);
+    c.cr3 = cr3;
     c.flushTlb(false);
   }
   if (how === Switch.Call || how === Switch.Int) eflags |= NT;

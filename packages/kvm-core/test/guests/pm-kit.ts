@@ -10,7 +10,7 @@
  */
 import { flatGuest } from '../helpers.js';
 import {
-  KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+  KVM_EXIT_HLT, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KVM_EXIT_MMIO,
   type KvmRegs, type KvmSregs,
 } from '../../src/index.js';
 import { Assembler, dword, mem, reg, sym, type Imm, type Mem, type Register } from '../../src/x86/asm/index.js';
@@ -156,6 +156,8 @@ export interface GuestResult {
   outs: { port: number; size: number; value: number }[];
   /** Vectors injected on request. */
   injected: number[];
+  /** MMIO exits (accesses to physical addresses no slot backs), in order; reads got 0xFF bytes. */
+  mmio: { addr: number; len: number; write: boolean; value: number }[];
 }
 
 export interface RunOptions {
@@ -176,6 +178,7 @@ export function runGuest(image: Uint8Array, opts: RunOptions = {}): GuestResult 
   let exitReason = 0;
   const outs: GuestResult['outs'] = [];
   const injected: number[] = [];
+  const mmio: GuestResult['mmio'] = [];
   for (let i = 0; i < (opts.maxRuns ?? 500); i++) {
     const r = vcpu.run();
     exitReason = r;
@@ -194,6 +197,14 @@ export function runGuest(image: Uint8Array, opts: RunOptions = {}): GuestResult 
       for (let k = 0; k < io.size; k++) io.data[k] = (v >>> (8 * k)) & 0xff;
       continue;
     }
+    if (r === KVM_EXIT_MMIO) {
+      const m = vcpu.runData.mmio;
+      let value = 0;
+      for (let k = m.len - 1; k >= 0; k--) value = (value << 8) | m.data[k]!;
+      mmio.push({ addr: m.physAddr, len: m.len, write: m.isWrite, value: m.isWrite ? value >>> 0 : 0 });
+      if (!m.isWrite) m.data.fill(0xff);
+      continue;
+    }
     if (r === KVM_EXIT_INTR) continue;
     if (r === opts.stopAt) { message = ''; break; }
     message = r === KVM_EXIT_HLT ? 'halted' : `exit ${r}: ${vcpu.runData.internal.message}`;
@@ -202,7 +213,7 @@ export function runGuest(image: Uint8Array, opts: RunOptions = {}): GuestResult 
   const regs = vcpu.getRegs();
   const sregs = vcpu.getSregs();
   vcpu.close(); vm.close(); kvm.close();
-  return { serial, exitCode, exitReason, message, regs, sregs, ram, outs, injected };
+  return { serial, exitCode, exitReason, message, regs, sregs, ram, outs, injected, mmio };
 }
 
 /** Little-endian dword / word of guest RAM. */
