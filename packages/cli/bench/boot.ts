@@ -7,13 +7,13 @@
  *   tsx packages/cli/bench/boot.ts [--out FILE]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { appendResults, reportPath } from './report.js';
 
 const bin = resolve(dirname(fileURLToPath(import.meta.url)), '../dist/bin.js');
-const args = process.argv.slice(2);
-const out = resolve(args.includes('--out') ? args[args.indexOf('--out') + 1]! : 'bench-report.json');
+const out = reportPath();
 
 const guestDir = process.env.KVMTS_GUEST_DIR ?? spawnSync(process.execPath, [bin, 'guest', 'path'], { encoding: 'utf8' }).stdout.trim();
 const kernel = join(guestDir, 'bzImage');
@@ -45,9 +45,6 @@ child.on('close', (status) => {
     exitStatus: status,
   };
   console.log(`linux-boot  GUEST-BOOT-OK after ${result.guestBootOkSeconds ?? '(never)'} s, exit ${String(status)} after ${result.powerOffSeconds} s`);
-  const report = existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as { results?: unknown[] }) : { results: [] };
-  report.results = [...(report.results ?? []), result];
-  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
-  console.log(`report: ${out}`);
+  appendResults(out, [result]);
   if (bootOkSeconds === null || status !== 0) process.exitCode = 1;
 });

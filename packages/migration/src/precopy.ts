@@ -1,9 +1,10 @@
 /**
  * Pre-copy live migration, source side, and the destination's receiver.
  *
- * The source never blocks the guest while it iterates: the VMM calls {@link PrecopySource.step}
- * between run-loop slices; each call sends at most `stepBytes` of pages (less under the
- * bandwidth cap, nothing while the connection's buffer is full) and returns. Only the final
+ * The source never blocks the guest for long while it iterates: the VMM calls
+ * {@link PrecopySource.step} between run-loop slices; each call sends pages for about `stepMs`
+ * (waiting for the connection to drain in between, stopping early under the bandwidth cap) and
+ * returns. Only the final
  * switchover — pause, last dirty pages, device and vCPU state, waiting for the destination's
  * ACK — keeps the guest stopped, for the downtime.
  *
@@ -36,8 +37,15 @@ export interface PrecopyOptions {
   downtimeLimitMs?: number;
   /** Bandwidth cap in bytes/s for the iterative phase (default: none). */
   maxBandwidth?: number;
-  /** At most this many payload bytes per {@link PrecopySource.step} (default 4 MiB). */
+  /** Encode at most this many payload bytes between two looks at the clock and the socket (default 4 MiB). */
   stepBytes?: number;
+  /**
+   * How long one {@link PrecopySource.step} may keep the guest waiting, in ms (default 20): it
+   * sends, waits for the socket to drain and sends again until this is used up. With the run
+   * loop's 20 ms guest slices, the migration gets about half of the source's thread (QEMU gives
+   * it a thread of its own).
+   */
+  stepMs?: number;
   /** After this many rounds, switch over even if the downtime limit is not met (default 30). */
   maxRounds?: number;
   /** Throttle the guest when rounds stop shrinking (default true). */
@@ -86,6 +94,8 @@ export interface MigrationReport {
   forcedSwitchover: boolean;
   /** The highest auto-converge throttle used. */
   maxThrottle: number;
+  /** Where the downtime went: sending the last dirty pages, capturing and sending the device and vCPU state, waiting for the destination to load it and ACK. */
+  downtime: { finalPages: number; finalBytes: number; finalPagesMs: number; stateMs: number; ackMs: number };
 }
 
 /** What one {@link PrecopySource.step} leaves. */
@@ -129,6 +139,7 @@ export class PrecopySource {
     this.opts = {
       downtimeLimitMs: options.downtimeLimitMs ?? 300,
       stepBytes: options.stepBytes ?? 4 << 20,
+      stepMs: options.stepMs ?? 20,
       maxRounds: options.maxRounds ?? 30,
       autoConverge: options.autoConverge ?? true,
       xbzrle: options.xbzrle ?? true,
@@ -234,12 +245,21 @@ export class PrecopySource {
     try {
       if (this.asyncError) throw this.asyncError;
       if (this.phase === 'setup') this.setup();
-      if (this.phase === 'first-pass' || this.phase === 'iterating') {
-        if (!this.writer.needsDrain) {
-          const budget = Math.min(this.opts.stepBytes, this.allowance());
-          if (budget > 0) this.send(budget);
-          if (this.queue.remaining === 0 && this.enc.size === 0) this.endRound();
+      const deadline = performance.now() + this.opts.stepMs;
+      while (this.phase === 'first-pass' || this.phase === 'iterating') {
+        if (this.writer.needsDrain) {
+          // Let the event loop hand the socket what is queued, for the rest of the step at most.
+          const left = deadline - performance.now();
+          if (left <= 0) break;
+          await this.guard(Promise.race([this.writer.drain(), new Promise<void>((resolve) => setTimeout(resolve, left))]));
+          continue;
         }
+        const budget = Math.min(this.opts.stepBytes, this.allowance());
+        if (budget <= 0) break;
+        this.send(budget);
+        if (this.queue.remaining === 0 && this.enc.size === 0) this.endRound();
+        if (this.asyncError) throw this.asyncError;
+        if (performance.now() >= deadline) break;
       }
       // Devices with I/O in flight must finish it first: the guest keeps running meanwhile.
       if (this.phase === 'switchover' && this.machine.quiescent?.() !== false) {
@@ -370,16 +390,22 @@ export class PrecopySource {
     for (const v of this.machine.vcpus) quiesceVcpu(v);
     this.collectDirty();
     this.opts.onProgress?.(this.progress('switchover'));
+    const finalPages = this.queue.remaining;
+    const bytesBefore = this.writer.bytes;
     while (this.queue.remaining > 0 || this.enc.size > 0) {
       if (this.asyncError) throw this.asyncError;
       this.send(1 << 20);
       if (this.writer.needsDrain) await this.guard(this.writer.drain());
     }
+    const t1 = performance.now();
+    const finalBytes = this.writer.bytes - bytesBefore;
     const state = captureState(this.machine);
     this.writer.json(Section.State, state);
     this.writer.json(Section.End, { sections: this.writer.sections, pages: ramPagesOf(this.enc.stats) });
     await this.guard(this.writer.flush());
+    const t2 = performance.now();
     await this.guard(this.waitAck());
+    const t3 = performance.now();
     // Past this point the destination owns the guest.
     this.writer.json(Section.Commit, {});
     await this.guard(this.writer.flush());
@@ -397,6 +423,7 @@ export class PrecopySource {
       ram: { ...this.enc.stats },
       forcedSwitchover: this.forced,
       maxThrottle: this.maxThrottle,
+      downtime: { finalPages, finalBytes, finalPagesMs: t1 - t0, stateMs: t2 - t1, ackMs: t3 - t2 },
     };
   }
 

@@ -56,7 +56,7 @@ describe('pre-copy live migration over TCP', () => {
   it('moves a running guest: identical memory, and it continues exactly', async () => {
     for (const irqchip of [false, true]) {
       const opts = { irqchip, hotPages: 64 };
-      const { a, report, dest, progress } = await migrate(opts, { downtimeLimitMs: 0.05, maxRounds: 5, stepBytes: 256 << 10 });
+      const { a, report, dest, progress } = await migrate(opts, { downtimeLimitMs: 0.05, maxRounds: 5, stepBytes: 256 << 10, stepMs: 0 });
       expect(report).toBeDefined();
       const b = dest!.machine;
       // The source stopped where the destination starts.
@@ -91,7 +91,7 @@ describe('pre-copy live migration over TCP', () => {
   });
 
   it('auto-converge throttles the guest when rounds stop shrinking, and releases it at the end', async () => {
-    const { a, report } = await migrate({ hotPages: 256 }, { downtimeLimitMs: 0, maxRounds: 8, stepBytes: 64 << 10 });
+    const { a, report } = await migrate({ hotPages: 256 }, { downtimeLimitMs: 0, maxRounds: 8, stepBytes: 64 << 10, stepMs: 0 });
     expect(report!.forcedSwitchover).toBe(true);
     expect(report!.maxThrottle).toBeGreaterThanOrEqual(0.2);
     const calls = a.throttleCalls;
@@ -113,7 +113,7 @@ describe('pre-copy live migration over TCP', () => {
 
     const c = new TestMachine({});
     const server2 = await listenForMigration('tcp:127.0.0.1:0', () => blankLike({}));
-    const source2 = await connectMigration(c, server2.address, { stepBytes: 64 << 10 });
+    const source2 = await connectMigration(c, server2.address, { stepBytes: 64 << 10, stepMs: 0 });
     let steps = 0;
     const err = await driveMigration(source2, () => {
       if (++steps === 3) source2.abort();
@@ -125,9 +125,32 @@ describe('pre-copy live migration over TCP', () => {
     expectPristine(c, {});
   });
 
+  it('a step sends for stepMs, not just one stepBytes chunk, so a migration needs few guest interruptions', async () => {
+    const run = async (stepMs: number) => {
+      const a = new TestMachine({});
+      a.run({ untilCount: 2 });
+      const server = await listenForMigration('tcp:127.0.0.1:0', () => blankLike({}));
+      const source = await connectMigration(a, server.address, { stepBytes: 64 << 10, stepMs, downtimeLimitMs: 300 });
+      let steps = 0;
+      const report = await driveMigration(source, () => {
+        steps++;
+        a.run({ maxExits: 10 });
+      });
+      const b = (await server.result).machine;
+      expect(b.checksum()).toBe(a.checksum());
+      server.close();
+      return { steps, bytes: report.bytes };
+    };
+    const one = await run(0);
+    const timed = await run(1000);
+    // One 64 KiB chunk per step: about bytes / 64 KiB steps. Timed steps: a handful.
+    expect(one.steps).toBeGreaterThan(one.bytes / (64 << 10) / 2);
+    expect(timed.steps).toBeLessThan(5);
+  });
+
   it('honours the bandwidth cap', async () => {
     const t0 = performance.now();
-    const { report } = await migrate({ hotPages: 4 }, { maxBandwidth: 4 << 20, stepBytes: 256 << 10 });
+    const { report } = await migrate({ hotPages: 4 }, { maxBandwidth: 4 << 20, stepBytes: 256 << 10, stepMs: 0 });
     // About 1.6 MiB at 4 MiB/s.
     expect(report!.bytes).toBeGreaterThan(1.2 * (1 << 20));
     expect(performance.now() - t0).toBeGreaterThan(((report!.bytes - 1.2 * (1 << 20)) / (4 << 20)) * 1000);
@@ -173,7 +196,7 @@ describe('pre-copy live migration over TCP', () => {
     ['a flipped bit in a dirty round', { type: Section.Ram, afterRounds: 1, into: 0.5, corrupt: true }],
     ['a flipped bit in the final state', { type: Section.State, into: 0.5, corrupt: true }],
   ];
-  const mopts: PrecopyOptions = { downtimeLimitMs: 0, maxRounds: 4, stepBytes: 128 << 10, ackTimeoutMs: 5000 };
+  const mopts: PrecopyOptions = { downtimeLimitMs: 0, maxRounds: 4, stepBytes: 128 << 10, stepMs: 0, ackTimeoutMs: 5000 };
 
   it.each(cuts)('connection cut %s: the source continues unchanged, the destination discards', async (_name, spec) => {
     const { a, report, sourceError, destError, built } = await migrate({}, mopts, undefined, spec);

@@ -28,8 +28,7 @@ import { CliError, ExitStatus } from '../errors.js';
 import { describeFsError } from '../image.js';
 import { decompressMember, extractDeb } from './deb.js';
 import { type Runner, type RunResult, findOnPath, isRoot, lastLine, runHostCommand } from './host.js';
-import { buildDiskImage, buildInitramfs } from './initramfs.js';
-import { INITRAMFS_RECIPE } from './init-script.js';
+import { INITRAMFS_RECIPE, buildDiskImage, buildInitramfs } from './initramfs.js';
 import { modinfoDepends, moduleName, parseModulesDep, readModinfo, resolveLoadOrder } from './modules.js';
 
 /** The virtio drivers the guest loads (with their dependencies). */
@@ -122,7 +121,7 @@ export function checkExistingGuest(dir: string): Record<string, string> | undefi
     return undefined;
   }
   const sums = parseSums(versions);
-  // A guest built with another /init or other busybox applets is stale: rebuild it (the .deb files are kept).
+  // A guest built with another /init, other busybox applets or other tools is stale: rebuild it (the .deb files are kept).
   if (!versions.split('\n').includes(`init_sha256=${sha256(Buffer.from(INITRAMFS_RECIPE))}`)) return undefined;
   const out: Record<string, string> = {};
   for (const f of GUEST_FILES) {

@@ -155,14 +155,10 @@ while :; do sleep 3600; done
 export const BUSYBOX_APPLETS: readonly string[] = [
   'ash', 'awk', 'basename', 'cat', 'cut', 'date', 'dd', 'dirname', 'dmesg', 'echo', 'false',
   'find', 'free', 'grep', 'halt', 'head', 'hexdump', 'ifconfig', 'insmod', 'ip', 'ls', 'lsmod',
-  'md5sum', 'mkdir', 'mknod', 'mount', 'od', 'ping', 'poweroff', 'printf', 'readlink', 'reboot', 'rmmod',
-  'sed', 'sh', 'sleep', 'sort', 'stat', 'sync', 'tail', 'tr', 'true', 'udhcpc', 'umount', 'uname',
-  'uptime', 'wc',
+  'md5sum', 'mkdir', 'mknod', 'mount', 'nc', 'od', 'ping', 'poweroff', 'printf', 'readlink', 'reboot',
+  'rmmod', 'sed', 'sh', 'sleep', 'sort', 'stat', 'sync', 'tail', 'tr', 'true', 'udhcpc', 'umount',
+  'uname', 'uptime', 'wc',
 ];
 
-/**
- * What decides whether a built guest's initramfs is current besides the packages: the /init
- * script and the busybox applet links. `kvmts guest fetch` records its sha256 as `init_sha256`
- * and rebuilds a guest whose recorded value differs.
- */
-export const INITRAMFS_RECIPE = `${INIT_SCRIPT}\n# busybox applets: ${BUSYBOX_APPLETS.join(' ')}\n`;
+/** The /init script and the busybox applet links: part of the initramfs recipe (initramfs.ts). */
+export const INIT_SCRIPT_RECIPE = `${INIT_SCRIPT}\n# busybox applets: ${BUSYBOX_APPLETS.join(' ')}\n`;

@@ -4,9 +4,11 @@
  * @module
  */
 
+import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { type CpioEntry, sortEntries, writeNewc } from './cpio.js';
-import { BUSYBOX_APPLETS, INIT_SCRIPT, LOAD_ORDER_FILE, MODULE_DIR } from './init-script.js';
+import { buildDirtier } from './dirtier.js';
+import { BUSYBOX_APPLETS, INIT_SCRIPT, INIT_SCRIPT_RECIPE, LOAD_ORDER_FILE, MODULE_DIR } from './init-script.js';
 
 /** What goes into the initramfs. */
 export interface InitramfsInputs {
@@ -18,6 +20,16 @@ export interface InitramfsInputs {
   mtime?: number;
 }
 
+/** Our own programs in the initramfs, beside busybox: see each builder. */
+export const GUEST_TOOLS: readonly { path: string; data: Uint8Array }[] = [{ path: 'bin/kvmts-dirty', data: buildDirtier() }];
+
+/**
+ * What decides whether a built guest's initramfs is current besides the packages: the /init
+ * script, the busybox applet links and our tools. `kvmts guest fetch` records its sha256 as
+ * `init_sha256` and rebuilds a guest whose recorded value differs.
+ */
+export const INITRAMFS_RECIPE = `${INIT_SCRIPT_RECIPE}# tools: ${GUEST_TOOLS.map((t) => `${t.path} ${createHash('sha256').update(t.data).digest('hex')}`).join(' ')}\n`;
+
 /** Directories of the initramfs, all mode 0755. */
 const DIRS = ['bin', 'dev', 'etc', 'lib', MODULE_DIR, 'proc', 'sbin', 'sys', 'tmp', 'usr', 'usr/bin', 'usr/sbin'];
 
@@ -27,6 +39,7 @@ export function initramfsEntries(inputs: InitramfsInputs): CpioEntry[] {
   entries.push({ type: 'file', path: 'init', mode: 0o755, data: new TextEncoder().encode(INIT_SCRIPT) });
   entries.push({ type: 'file', path: 'bin/busybox', mode: 0o755, data: inputs.busybox });
   for (const applet of BUSYBOX_APPLETS) entries.push({ type: 'symlink', path: `bin/${applet}`, target: 'busybox' });
+  for (const tool of GUEST_TOOLS) entries.push({ type: 'file', path: tool.path, mode: 0o755, data: tool.data });
   // The kernel opens /dev/console for init's stdio before /init can mount devtmpfs.
   entries.push({ type: 'char', path: 'dev/console', mode: 0o600, major: 5, minor: 1 });
   for (const m of inputs.modules) entries.push({ type: 'file', path: `${MODULE_DIR}/${m.name}.ko`, mode: 0o644, data: m.data });

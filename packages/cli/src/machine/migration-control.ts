@@ -125,19 +125,25 @@ export class MigrationControl {
   }
 
   /**
-   * The run-loop hook: runs queued snapshot saves and one migration step, and sleeps for
-   * auto-converge. Never throws (failures are reported through `log` and the promises).
+   * The run-loop hook: runs queued snapshot saves and a migration step. Under auto-converge
+   * the guest is held back for a share of the time, and that time goes to more steps: the
+   * throttle slows the guest's dirtying, never the migration. Never throws (failures are
+   * reported through `log` and the promises).
    */
   async between(): Promise<void> {
     while (this.tasks.length > 0) await this.tasks.shift()!.run();
     const source = this.source;
     if (!source) return;
-    const r = await source.step();
-    if (r.state === 'running') {
-      const f = this.throttleFraction;
-      if (f > 0) await new Promise((resolve) => setTimeout(resolve, (this.sliceMs * f) / (1 - f)));
-      return;
+    const f = this.throttleFraction;
+    const until = performance.now() + (f > 0 ? (this.sliceMs * f) / (1 - f) : 0);
+    let r = await source.step();
+    while (r.state === 'running' && performance.now() < until) {
+      const t = performance.now();
+      r = await source.step();
+      // A step with nothing to do (bandwidth cap, a stalled connection): do not spin.
+      if (performance.now() - t < 1) await new Promise((resolve) => setTimeout(resolve, 1));
     }
+    if (r.state === 'running') return;
     this.source = null;
     this.throttleFraction = 0;
     if (r.state === 'completed') {
@@ -145,7 +151,9 @@ export class MigrationControl {
       this.last = { state: 'completed', report: rep };
       this.io.log(
         `kvmts: migration completed in ${(rep.totalMs / 1000).toFixed(2)} s: downtime ${rep.downtimeMs.toFixed(0)} ms, ` +
-          `${(rep.bytes / 2 ** 20).toFixed(1)} MiB in ${rep.rounds} rounds${rep.forcedSwitchover ? ' (switchover forced)' : ''}\n`,
+          `${(rep.bytes / 2 ** 20).toFixed(1)} MiB in ${rep.rounds} rounds${rep.forcedSwitchover ? ' (switchover forced)' : ''}\n` +
+          `kvmts: downtime: ${rep.downtime.finalPages} last dirty pages (${(rep.downtime.finalBytes / 1024).toFixed(0)} KiB sent) in ${rep.downtime.finalPagesMs.toFixed(0)} ms, ` +
+          `state in ${rep.downtime.stateMs.toFixed(0)} ms, destination loaded and acknowledged in ${rep.downtime.ackMs.toFixed(0)} ms\n`,
       );
       this.listener?.({ kind: 'completed', report: rep });
       this.io.migrated(rep);
