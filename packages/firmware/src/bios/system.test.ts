@@ -8,16 +8,20 @@ import { CF, testMachine } from './test-harness.js';
 const { eax, ebx, ecx, edx, ax, bx, cx, dx, di, es } = reg;
 const MIB = 1024 * 1024;
 
+/** The PC's ACPI tables for `ramSize` bytes of RAM (PM block at 0x600, as the CLI's machine). */
+const acpiTables = (ramSize: number) =>
+  buildAcpiTables({
+    ramSize, vcpus: 1, route: () => 10,
+    pm: {
+      pm1aEvt: { port: 0x600, width: 4 }, pm1aCnt: { port: 0x604, width: 2 }, pmTmr: { port: 0x608, width: 4 },
+      gpe0: { port: 0x620, width: 4 }, resetReg: { port: 0xcf9, width: 1, value: 6 },
+    },
+  });
+
 describe('INT 15h', () => {
   it('E820h walks the memory map with EBX continuation, including the ACPI tables', () => {
     const ramSize = 64 * MIB;
-    const acpi = buildAcpiTables({
-      ramSize, vcpus: 1, route: () => 10,
-      pm: {
-        pm1aEvt: { port: 0x600, width: 4 }, pm1aCnt: { port: 0x604, width: 2 }, pmTmr: { port: 0x608, width: 4 },
-        gpe0: { port: 0x620, width: 4 }, resetReg: { port: 0xcf9, width: 1, value: 6 },
-      },
-    });
+    const acpi = acpiTables(ramSize);
     const m = testMachine({ ramSize, acpi });
     try {
       const entries: { addr: number; size: number; type: number }[] = [];
@@ -53,13 +57,7 @@ describe('INT 15h', () => {
 
   it('E820h reports the whole PC map: low RAM, EBDA, BIOS area, extended RAM, ACPI tables, APICs and the ROM alias', () => {
     const ramSize = 64 * MIB;
-    const acpi = buildAcpiTables({
-      ramSize, vcpus: 1, route: () => 10,
-      pm: {
-        pm1aEvt: { port: 0x600, width: 4 }, pm1aCnt: { port: 0x604, width: 2 }, pmTmr: { port: 0x608, width: 4 },
-        gpe0: { port: 0x620, width: 4 }, resetReg: { port: 0xcf9, width: 1, value: 6 },
-      },
-    });
+    const acpi = acpiTables(ramSize);
     const m = testMachine({ ramSize, acpi });
     try {
       const { Ram, Reserved, Acpi } = E820Type;

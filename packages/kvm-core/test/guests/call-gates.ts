@@ -14,8 +14,8 @@
  */
 import { Assembler, dword, reg, word } from '../../src/x86/asm/index.js';
 import {
-  CALL_GATE16, CALL_GATE32, CODE0, CODE3, COM1, DATA0, DATA3, GUEST_LOAD, INT_GATE, TSS32,
-  at, build, emitReporting, enterProtectedMode, expect, gateDesc, segDesc, sysDesc, tss32,
+  CALL_GATE16, CALL_GATE32, CODE0, CODE3, COM1, DATA0, DATA3, GUEST_LOAD, INT_GATE,
+  at, build, emitFlatTwoRingGdt, emitReporting, enterProtectedMode, expect, gateDesc, tss32,
 } from './pm-kit.js';
 
 const { eax, ebx, ecx, edx, esi, esp, ax, bx, cx, dx, al } = reg;
@@ -217,13 +217,7 @@ export function buildCallGateGuest() {
   a.label('outs_byte').db('s'.charCodeAt(0));
 
   a.align(8, 0);
-  a.label('gdt');
-  a.dd(0, 0);
-  segDesc(a, 0, 0xfffff, CODE0); // 0x08
-  segDesc(a, 0, 0xfffff, DATA0); // 0x10
-  segDesc(a, 0, 0xfffff, CODE3); // 0x18
-  segDesc(a, 0, 0xfffff, DATA3); // 0x20
-  sysDesc(a, 'tss', 0x68 + BITMAP_BYTES, TSS32); // 0x28: the bitmap and its 0xFF end byte
+  emitFlatTwoRingGdt(a, 0x68 + BITMAP_BYTES); // the TSS's limit covers the bitmap and its 0xFF end byte
   gateDesc(a, SEL.CODE0, 'gate32_target', CALL_GATE32 | (3 << 13) | 2); // 0x30
   gateDesc(a, SEL.CODE0, 'gate16_target', CALL_GATE16 | (3 << 13) | 1); // 0x38
   gateDesc(a, SEL.CODE0, 'gate32_target', CALL_GATE32); // 0x40: DPL 0

@@ -26,8 +26,8 @@
  */
 import { Assembler, dword, mem, reg, sym } from '../../src/x86/asm/index.js';
 import {
-  CODE0, CODE3, DATA0, DATA3, GUEST_LOAD, INT_GATE, TSS32,
-  at, build, emitReporting, enterProtectedMode, expect, gateDesc, segDesc, sysDesc, tss32,
+  CODE0, CODE3, DATA0, DATA3, GUEST_LOAD, INT_GATE,
+  at, build, emitFlatTwoRingGdt, emitReporting, enterProtectedMode, expect, gateDesc, tss32,
 } from './pm-kit.js';
 
 const { eax, ebx, ecx, edx, edi, esp, ax, al } = reg;
@@ -387,13 +387,7 @@ export function buildPaeGuest() {
   emitReporting(a, SEL.DATA0, 'K', 0x82);
 
   a.align(8, 0);
-  a.label('gdt');
-  a.dd(0, 0);
-  segDesc(a, 0, 0xfffff, CODE0); // 0x08
-  segDesc(a, 0, 0xfffff, DATA0); // 0x10
-  segDesc(a, 0, 0xfffff, CODE3); // 0x18
-  segDesc(a, 0, 0xfffff, DATA3); // 0x20
-  sysDesc(a, 'tss', 0x67, TSS32); // 0x28
+  emitFlatTwoRingGdt(a, 0x67);
   a.label('gdtr');
   a.dw(0x30 - 1).dd('gdt');
   a.label('idtr');

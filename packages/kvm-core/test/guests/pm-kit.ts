@@ -40,6 +40,20 @@ export function sysDesc(a: Assembler, base: string, limit: number, access: numbe
   a.dw(limit, base).db(0, access, 0, 0);
 }
 
+/**
+ * Emits the usual two-ring flat GDT at label `gdt`: null, ring-0 code 0x08 and data 0x10, ring-3
+ * code 0x18 and data 0x20, and a 32-bit TSS at 0x28 (label `tss`, byte limit `tssLimit`).
+ */
+export function emitFlatTwoRingGdt(a: Assembler, tssLimit: number): void {
+  a.label('gdt');
+  a.dd(0, 0);
+  segDesc(a, 0, 0xfffff, CODE0); // 0x08
+  segDesc(a, 0, 0xfffff, DATA0); // 0x10
+  segDesc(a, 0, 0xfffff, CODE3); // 0x18
+  segDesc(a, 0, 0xfffff, DATA3); // 0x20
+  sysDesc(a, 'tss', tssLimit, TSS32); // 0x28
+}
+
 /** Emits a gate: `attrs` from the *_GATE constants (| DPL << 13 | parameter count); offset label below 64 KiB. */
 export function gateDesc(a: Assembler, sel: number, offset: Imm, attrs: number): void {
   a.dw(offset, sel, attrs, 0);
