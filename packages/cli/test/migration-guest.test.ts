@@ -9,9 +9,11 @@
 //    destination — the ACK — is cut too, so none can complete): the source keeps running and
 //    answers a typed command, the destination exits non-zero with a clear error;
 // 4. a live migration to a second process: the counter continues there and the workload's
-//    checksum of its in-memory file is unchanged; downtime, total time and rounds are printed.
+//    checksum of its in-memory file is unchanged; a loop writing numbered records to the
+//    virtio-blk disk goes on writing them into the same disk file from the destination;
+//    downtime, total time and rounds are printed.
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -29,7 +31,13 @@ afterAll(() => {
 });
 
 const skip = skipWithoutGuest('the migration e2e test');
-const machineArgs = ['--mem', String(MEM / 2 ** 20) + 'M', '--device', 'virtio-balloon'];
+// One disk file for every process: the guest's disk writes must continue in it wherever the guest runs.
+const disk = join(work, 'disk.img');
+writeFileSync(disk, '');
+truncateSync(disk, 8 << 20);
+const machineArgs = ['--mem', String(MEM / 2 ** 20) + 'M', '--device', 'virtio-balloon', '--disk', disk];
+/** Record k of the disk-writing loop: sector k holds `DISKREC <k as 8 digits>` (then zeros). */
+const diskRecord = (k: number): string => `DISKREC ${String(k).padStart(8, '0')}`;
 
 function start(name: string, args: string[]): GuestVm {
   const vm = new GuestVm(name, args);
@@ -168,6 +176,8 @@ describe.skipIf(skip)('kvmts run --monitor: balloon, snapshot/restore, live migr
     source.type('i=0; while :; do i=$((i+1)); echo COUNT $i; sleep 1; done &');
     // (Not /dev/urandom: it blocks until the guest's CRNG is initialised, minutes here.)
     source.type('cat /bin/busybox /bin/busybox >/tmp/a; while :; do cat /tmp/a >/tmp/b; echo "WORK $(md5sum </tmp/b)"; sleep 1; done &');
+    // And the disk: record j into sector j, written through (O_DIRECT), then DISKW j.
+    source.type("j=0; while :; do j=$((j+1)); printf 'DISKREC %08d' $j | dd of=/dev/vda bs=512 seek=$j conv=sync,notrunc oflag=direct 2>/dev/null && echo DISKW $j; sleep 1; done &");
     await source.until('COUNT 3 and a WORK line', () => Math.max(0, ...source.counts('COUNT')) >= 3 && /WORK [0-9a-f]{32}/.test(source.stdout), 60_000);
     const file = join(work, 'vm.snap');
     const mon = await monitor(srcSock);
@@ -189,7 +199,7 @@ describe.skipIf(skip)('kvmts run --monitor: balloon, snapshot/restore, live migr
 
     restoredSock = join(work, 'restored.sock');
     const t0 = performance.now();
-    restored = start('restored', ['run', '--restore', file, '--device', 'virtio-balloon', '--monitor', `unix:${restoredSock}`]);
+    restored = start('restored', ['run', '--restore', file, '--device', 'virtio-balloon', '--disk', disk, '--monitor', `unix:${restoredSock}`]);
     await restored.until('COUNT after the restore', () => restored.counts('COUNT').length >= 2, 60_000);
     const first = restored.counts('COUNT')[0]!;
     console.log(`restored in ${((performance.now() - t0) / 1000).toFixed(1)} s: first COUNT ${first} (snapshot at ${atSnapshot}, killed at ${atKill})`);
@@ -274,6 +284,7 @@ describe.skipIf(skip)('kvmts run --monitor: balloon, snapshot/restore, live migr
     const work2 = await dest.vm.until('a WORK line on the destination', () => /WORK ([0-9a-f]{32})/.exec(dest.vm.stdout)?.[1], 60_000);
     expect(work2).toBe(work1[0]);
     expect(await dest.vm.sh('echo ALIVE-D')).toBe('ALIVE-D');
+    await dest.vm.until('two disk records written on the destination', () => dest.vm.counts('DISKW').length >= 2, 60_000);
     const dmon = await monitor(destSock);
     try {
       expect(await exec(dmon, 'query-status')).toEqual({ status: 'running', running: true });
@@ -284,5 +295,20 @@ describe.skipIf(skip)('kvmts run --monitor: balloon, snapshot/restore, live migr
     const exit = await dest.vm.exited;
     expect(exit.status).toBe(0);
     expect(dest.vm.stderr).toMatch(/terminated by the monitor/);
+
+    // The disk file holds every record up to the destination's last, those written by the source
+    // before the switchover and those the destination wrote after it.
+    const lastSourceDisk = Math.max(...restored.counts('DISKW'));
+    const destDisk = dest.vm.counts('DISKW');
+    console.log(`disk records: last on the source ${lastSourceDisk}, on the destination ${destDisk.join(', ')}`);
+    expect(destDisk.length).toBeGreaterThanOrEqual(1);
+    expect(destDisk[0]).toBeGreaterThan(lastSourceDisk);
+    expect(destDisk[0]).toBeLessThanOrEqual(lastSourceDisk + 2); // +2: a DISKW line the switchover cut in two
+    const image = readFileSync(disk);
+    const last = Math.max(...destDisk);
+    for (let k = 1; k <= last; k++) {
+      expect(image.subarray(k * 512, k * 512 + 16).toString('latin1'), `sector ${k}`).toBe(diskRecord(k));
+    }
+    expect(image.subarray((last + 1) * 512, (last + 2) * 512).every((b) => b === 0)).toBe(true);
   }, 10 * 60_000);
 });
