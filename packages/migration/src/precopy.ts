@@ -31,13 +31,16 @@ import { StreamReader } from './stream/reader.js';
 import { StreamWriter } from './stream/writer.js';
 import { quiesceVcpu } from './vcpu.js';
 
+/** At most this many pages (16 MiB) are looked at by one send. */
+const SEND_PAGES_MAX = 4096;
+
 /** Options of a {@link PrecopySource}. */
 export interface PrecopyOptions {
   /** Switch over when the remaining pages can be sent in this many ms at the measured rate (default 300). */
   downtimeLimitMs?: number;
   /** Bandwidth cap in bytes/s for the iterative phase (default: none). */
   maxBandwidth?: number;
-  /** Encode at most this many payload bytes between two looks at the clock and the socket (default 4 MiB). */
+  /** Encode at most this many payload bytes between two looks at the clock and the socket (default 1 MiB). */
   stepBytes?: number;
   /**
    * How long one {@link PrecopySource.step} may keep the guest waiting, in ms (default 20): it
@@ -138,7 +141,7 @@ export class PrecopySource {
   constructor(readonly machine: MigratableMachine, readonly connection: Duplex, options: PrecopyOptions = {}) {
     this.opts = {
       downtimeLimitMs: options.downtimeLimitMs ?? 300,
-      stepBytes: options.stepBytes ?? 4 << 20,
+      stepBytes: options.stepBytes ?? 1 << 20,
       stepMs: options.stepMs ?? 20,
       maxRounds: options.maxRounds ?? 30,
       autoConverge: options.autoConverge ?? true,
@@ -311,7 +314,9 @@ export class PrecopySource {
   /** Encodes queued pages until about `budget` payload bytes went out or the queue is empty. */
   private send(budget: number): number {
     let sent = 0;
-    while (sent < budget) {
+    // Zero pages cost little to send but still cost a scan: bound the pages too, so a step
+    // over mostly empty memory still looks at the clock every few milliseconds.
+    for (let pages = 0; sent < budget && pages < SEND_PAGES_MAX; pages++) {
       const next = this.queue.next();
       if (!next) break;
       this.enc.page(next.slot.id, next.slot.bytes, next.page);

@@ -71,17 +71,24 @@ export class FrameParser {
     this.buffered += chunk.length;
   }
 
-  /** The first `n` buffered bytes as one array (copying only when they span chunks). */
+  /**
+   * The first `n` buffered bytes as one array, copying only when they span chunks, and then
+   * only the chunks that hold them: a reader that fell behind may have many megabytes queued,
+   * and joining all of them for every section would make catching up quadratic.
+   */
   private peek(n: number): Uint8Array {
     const first = this.chunks[0]!;
     if (first.length >= n) return first.subarray(0, n);
-    const joined = new Uint8Array(this.buffered);
+    let size = 0;
+    let k = 0;
+    while (size < n) size += this.chunks[k++]!.length;
+    const joined = new Uint8Array(size);
     let o = 0;
-    for (const c of this.chunks) {
-      joined.set(c, o);
-      o += c.length;
+    for (let i = 0; i < k; i++) {
+      joined.set(this.chunks[i]!, o);
+      o += this.chunks[i]!.length;
     }
-    this.chunks = [joined];
+    this.chunks.splice(0, k, joined);
     return joined.subarray(0, n);
   }
 
