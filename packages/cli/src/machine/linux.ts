@@ -270,6 +270,8 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
   }
 
   const t0 = performance.now();
+  // When the guest first ran: after a restore or an incoming migration, not at process start.
+  let ranFrom = -1;
   let instructions = 0;
   let bootOkMs = -1;
   const marker = 'GUEST-BOOT-OK';
@@ -333,6 +335,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
         if (quit !== null) l.quit(quit);
         session?.attach(machine, l, () => host.wake());
         const hostYield = host.yield.bind(host);
+        if (ranFrom < 0) ranFrom = performance.now();
         outcome = await l.run({
           ...(session ? { between: () => session.between() } : {}),
           yield: () => {
@@ -357,7 +360,7 @@ export async function runPcGuest(options: PcRunOptions, io: LinuxRunIo, input: G
       }
       const status = finish(outcome, options, io, boot, signal);
       if (status === 'reboot') continue;
-      const seconds = (performance.now() - t0) / 1000;
+      const seconds = (performance.now() - (ranFrom < 0 ? t0 : ranFrom)) / 1000;
       const bootOk = options.stats && bootOkMs >= 0 ? `, GUEST-BOOT-OK after ${(bootOkMs / 1000).toFixed(1)} s` : '';
       io.stderr(
         `kvmts: exit: ${describeOutcome(outcome)}; ran ${seconds.toFixed(1)} s, ` +

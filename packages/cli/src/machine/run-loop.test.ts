@@ -290,6 +290,39 @@ describe('PcRunLoop halting and timers', () => {
     expect(loop.runSlice(20)).toEqual({ kind: 'yield' });
     expect(vcpu.remaining).toBe(0);
   });
+
+  // Any exit but KVM_EXIT_INTR restarts the vCPU's instruction budget: a guest that exits every
+  // few ms (an MMIO read, a HLT with a timer due) never ends a vCPU time slice. The slice must
+  // still end on time, or the event loop (socket data, disk completions) waits for seconds.
+  it.each(['port I/O', 'HLT with a timer due'])('yields on time when the guest exits every few ms without ending a vCPU time slice (%s)', (kind) => {
+    let t = 0;
+    const clock = new ManualClock();
+    const timers = new TimerQueue(clock);
+    const timer = timers.create(() => {});
+    const step: Step = kind === 'port I/O'
+      ? exit(KVM_EXIT_IO)
+      : (c) => {
+          // The guest halts just as a timer falls due: the loop fires it and goes back in.
+          timer.arm(clock.nowNs());
+          return halt(IF | 0x2)(c);
+        };
+    const vcpu = new FakeVcpu(Array.from({ length: 2000 }, () => step));
+    vcpu.runData.io.direction = KVM_EXIT_IO_OUT;
+    vcpu.runData.io.size = 1;
+    vcpu.runData.io.count = 1;
+    const loop = new PcRunLoop({
+      vcpu,
+      io: new IoBus(),
+      mmio: new MmioBus(),
+      timers,
+      clock,
+      // 2 ms of host time per exit.
+      hostMs: () => (t += 2),
+    });
+    expect(loop.runSlice(20)).toEqual({ kind: 'yield' });
+    // About ten exits fit in 20 ms; not 1024 (2 s).
+    expect(2000 - vcpu.remaining).toBeLessThanOrEqual(12);
+  });
 });
 
 describe('PcRunLoop stops', () => {
