@@ -14,11 +14,11 @@ import { join } from 'node:path';
 import { Duplex, Readable, Writable } from 'node:stream';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
-  FrameParser, MigrationError, PAGE_SIZE, PageKind, Section, encodeFrame, encodeHeader, jsonPayload, loadStream, receiveMigration,
+  MigrationError, PAGE_SIZE, PageKind, Section, encodeFrame, encodeHeader, jsonPayload, loadStream, receiveMigration,
   restoreSnapshot, writeSnapshot, type Frame, type MigrationErrorKind,
 } from '../src/index.js';
 import { TestMachine, blankLike, closeAll, type TestMachineOptions } from './guest.js';
-import { Collector, readerOf } from './util.js';
+import { Collector, frames, readerOf } from './util.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x6b766d74);
 const CASES = Number(process.env.FUZZ_CASES ?? 1000);
@@ -43,15 +43,6 @@ function prng(seed: number): { u32(): number; int(n: number): number; pick<T>(a:
   return { u32, int, pick: (a) => a[int(a.length)]!, chance: (p) => u32() / 2 ** 32 < p };
 }
 type Rng = ReturnType<typeof prng>;
-
-function frames(bytes: Uint8Array): Frame[] {
-  const p = new FrameParser();
-  p.push(bytes);
-  const out: Frame[] = [];
-  for (let f = p.next(); f; f = p.next()) out.push(f);
-  p.end();
-  return out;
-}
 
 function rebuild(fs: readonly { type: number; payload: Uint8Array }[]): Uint8Array {
   return new Uint8Array(Buffer.concat([encodeHeader(), ...fs.map((f) => encodeFrame(f.type as never, f.payload))]));

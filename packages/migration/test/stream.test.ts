@@ -1,22 +1,13 @@
 import { describe, expect, it, afterEach } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import {
-  FORMAT_VERSION, FrameParser, MigrationError, PAGE_SIZE, PageKind, RamEncoder, Section, applyRamSection, crc32, crc32Portable,
+  FORMAT_VERSION, MigrationError, PAGE_SIZE, PageKind, RamEncoder, Section, applyRamSection, crc32, crc32Portable,
   emptyRamStats, encodeFrame, encodeHeader, jsonPayload, loadStream, writeSnapshot, xbzrleDecode, xbzrleEncode, type Frame,
 } from '../src/index.js';
 import { TestMachine, blankLike, closeAll } from './guest.js';
-import { Collector, readerOf } from './util.js';
+import { Collector, frames, readerOf } from './util.js';
 
 afterEach(closeAll);
-
-function frames(bytes: Uint8Array): Frame[] {
-  const p = new FrameParser();
-  p.push(bytes);
-  const out: Frame[] = [];
-  for (let f = p.next(); f; f = p.next()) out.push(f);
-  p.end();
-  return out;
-}
 
 function rebuild(fs: { type: number; payload: Uint8Array }[]): Uint8Array {
   const parts = [encodeHeader(), ...fs.map((f) => encodeFrame(f.type as never, f.payload))];

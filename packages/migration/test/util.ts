@@ -1,5 +1,5 @@
 import { Readable, Writable } from 'node:stream';
-import { StreamReader } from '../src/index.js';
+import { FrameParser, StreamReader, type Frame } from '../src/index.js';
 
 /** A Writable that collects everything written to it. */
 export class Collector extends Writable {
@@ -21,4 +21,14 @@ export function readerOf(bytes: Uint8Array, chunk = 7919): StreamReader {
   const parts: Uint8Array[] = [];
   for (let i = 0; i < bytes.length; i += chunk) parts.push(bytes.slice(i, i + chunk));
   return new StreamReader(Readable.from(parts));
+}
+
+/** Every section of a whole stream, parsed at once. */
+export function frames(bytes: Uint8Array): Frame[] {
+  const p = new FrameParser();
+  p.push(bytes);
+  const out: Frame[] = [];
+  for (let f = p.next(); f; f = p.next()) out.push(f);
+  p.end();
+  return out;
 }
