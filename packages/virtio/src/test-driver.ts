@@ -171,6 +171,20 @@ export class EchoDevice implements VirtioDevice<{ version: 1; configByte: number
 }
 
 /**
+ * The virtio-mmio status and feature handshake up to FEATURES_OK: reset, ACKNOWLEDGE|DRIVER,
+ * the `accepted` feature bits written as two 32-bit halves, FEATURES_OK.
+ */
+export function mmioNegotiate(reg: (off: number, v: number) => void, accepted: bigint): void {
+  reg(0x070, 0);
+  reg(0x070, 3);
+  reg(0x024, 0);
+  reg(0x020, Number(accepted & 0xffffffffn));
+  reg(0x024, 1);
+  reg(0x020, Number(accepted >> 32n));
+  reg(0x070, 0xb);
+}
+
+/**
  * What a driver does to bring up a virtio-mmio device, through `reg` (a 32-bit register write
  * at an offset of the window): reset, ACKNOWLEDGE|DRIVER, every offered feature plus
  * VERSION_1, FEATURES_OK, then each queue laid out at `queueBase(i)` and made ready. The caller
@@ -183,14 +197,7 @@ export function mmioDriverSetup(
   queueBase: (i: number) => number,
   queueSize: number,
 ): TestQueueDriver[] {
-  const offered = device.features | TRANSPORT_FEATURES;
-  reg(0x070, 0);
-  reg(0x070, 3);
-  reg(0x024, 0);
-  reg(0x020, Number(offered & 0xffffffffn));
-  reg(0x024, 1);
-  reg(0x020, Number(offered >> 32n));
-  reg(0x070, 0xb);
+  mmioNegotiate(reg, device.features | TRANSPORT_FEATURES);
   return device.queueMaxSizes.map((_, i) => {
     const q = new TestQueueDriver(dv, queueBase(i), queueSize);
     reg(0x030, i);

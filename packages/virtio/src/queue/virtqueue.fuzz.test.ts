@@ -14,7 +14,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import type { GuestMemory } from '@kvmts/kvm-core';
-import { makeVm } from '../test-driver.js';
+import { makeVm, mmioNegotiate } from '../test-driver.js';
 import { VirtioMmioTransport } from '../transport/mmio.js';
 import { TRANSPORT_FEATURES, VIRTIO_STATUS_DEVICE_NEEDS_RESET } from '../constants.js';
 import { VirtioRng } from '../rng/rng.js';
@@ -557,13 +557,7 @@ describe('Virtqueue fuzz (seeded)', () => {
         const offered = rng.features | TRANSPORT_FEATURES;
         const indirect = r.bool(0.8);
         const accepted = indirect ? offered : offered & ~(1n << 28n);
-        reg(0x070, 0);
-        reg(0x070, 3);
-        reg(0x024, 0);
-        reg(0x020, Number(accepted & 0xffffffffn));
-        reg(0x024, 1);
-        reg(0x020, Number(accepted >> 32n));
-        reg(0x070, 0xb);
+        mmioNegotiate(reg, accepted);
         reg(0x030, 0);
         reg(0x038, size);
         reg(0x080, l.desc);
